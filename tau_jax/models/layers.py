@@ -1,0 +1,215 @@
+"""Building blocks shared by the model families.
+
+Layouts are channels-last (NHWC). Initialisers reproduce the PyTorch/OpenSTL ones so a freshly
+initialised tau-jax model has the same parameter distributions as an OpenSTL one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Dtype = Any
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisers
+# ----------------------------------------------------------------------------------------------
+
+def torch_default_kernel_init():
+    """PyTorch's default Conv/Linear weight init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))."""
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int):
+    """PyTorch's default Conv/Linear bias init, U(+-1/sqrt(fan_in)); fan_in = in/groups * kh * kw."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def fan_out_normal_init(kernel_size: Sequence[int], features: int, groups: int = 1):
+    """OpenSTL's MetaFormer conv init N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out / groups."""
+    fan_out = int(np.prod(kernel_size)) * features // groups
+    return nn.initializers.normal(math.sqrt(2.0 / fan_out))
+
+
+def torch_default_conv(features: int, kernel_size: Sequence[int], in_features: int, groups: int = 1,
+                       **kwargs) -> dict:
+    """Keyword arguments giving an `nn.Conv` PyTorch's default weight and bias init."""
+    fan_in = in_features // groups * int(np.prod(kernel_size))
+    return dict(features=features, kernel_size=tuple(kernel_size), feature_group_count=groups,
+                kernel_init=torch_default_kernel_init(), bias_init=torch_default_bias_init(fan_in),
+                **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Depthwise convolution with two interchangeable formulations
+# ----------------------------------------------------------------------------------------------
+
+DW_IMPLS = ("lax", "taps", "auto")
+
+
+def resolve_dw_impl(impl: str) -> str:
+    """'auto' picks the formulation measured fastest on the default backend.
+
+    On CPU the shift-and-sum ('taps') form is several times faster than XLA's grouped convolution
+    (experiments/results/depthwise_cpu.json). On GPU/TPU the grouped convolution stays the default
+    until the GPU benchmark of issue #7 says otherwise.
+    """
+    if impl not in DW_IMPLS:
+        raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
+    if impl == "auto":
+        return "taps" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def depthwise_conv_lax(x, kernel, dilation: int, padding: int):
+    """Depthwise conv as XLA's grouped convolution (`feature_group_count = C`)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
+        rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1])
+
+
+def depthwise_conv_taps(x, kernel, dilation: int, padding: int):
+    """Depthwise conv as a sum of k*k shifted, per-channel-scaled copies of the padded input.
+
+    XLA lowers grouped (and especially dilated grouped) convolutions poorly on some backends; this
+    form is plain element-wise work that fuses into one loop and has a cheap backward pass.
+    """
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1], x.shape[2]
+    out_h = h + 2 * padding - dilation * (kh - 1)
+    out_w = w + 2 * padding - dilation * (kw - 1)
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    taps = kernel[:, :, 0, :]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, i * dilation:i * dilation + out_h, j * dilation:j * dilation + out_w, :]
+            term = window * taps[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise kxk convolution (stride 1, symmetric zero padding, optional dilation) with bias.
+
+    The parameters are the same for both formulations (`kernel` (k, k, 1, C), `bias` (C,)), so
+    `impl` can be switched on a trained model.
+    """
+
+    kernel_size: int
+    padding: int
+    dilation: int = 1
+    impl: str = "auto"
+    kernel_init: Any = None
+    bias_init: Any = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        k = self.kernel_size
+        fan_in = k * k  # in_channels / groups = 1
+        kernel = self.param("kernel", self.kernel_init or torch_default_kernel_init(),
+                            (k, k, 1, channels), self.param_dtype)
+        bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (channels,),
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        conv = depthwise_conv_taps if resolve_dw_impl(self.impl) == "taps" else depthwise_conv_lax
+        return conv(x, kernel, self.dilation, self.padding) + bias
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation, stochastic depth
+# ----------------------------------------------------------------------------------------------
+
+class BatchNorm(nn.Module):
+    """BatchNorm2d with PyTorch's semantics over all axes but the last.
+
+    Written here because flax's `nn.BatchNorm` updates the running variance with the *biased*
+    batch variance, PyTorch with the unbiased one; OpenSTL checkpoints and eval numbers depend on
+    the PyTorch rule. Normalisation itself uses the biased variance, as in PyTorch. Statistics are
+    computed in float32 whatever the compute dtype.
+    """
+
+    use_running_average: bool
+    momentum: float = 0.9  # PyTorch momentum 0.1
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        stat_dtype = jnp.promote_types(jnp.float32, self.param_dtype)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), stat_dtype)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), stat_dtype)
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+
+        if self.use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            xs = x.astype(jnp.promote_types(x.dtype, stat_dtype))
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xs, axes)
+            var = jnp.mean(jnp.square(xs - mean), axes)
+            if not self.is_initializing():
+                n = math.prod(x.shape[:-1])
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+
+        mul = jax.lax.rsqrt(var + self.epsilon) * scale
+        y = (x - mean.astype(x.dtype)) * mul.astype(x.dtype) + bias.astype(x.dtype)
+        return y.astype(self.dtype or x.dtype)
+
+
+def drop_path_rates(drop_path: float, num_blocks: int, schedule: str) -> list[float]:
+    """Per-block stochastic-depth rates of a translator.
+
+    'openstl': OpenSTL's MidMetaNet quirk, linspace(0.01, drop_path) for all but the last block,
+    which gets `drop_path` itself (so drop_path = 0 still drops blocks 0..N-2 a little).
+    'linear': linspace(0, drop_path) over all blocks (drop_path = 0 means no stochastic depth).
+    """
+    if schedule == "openstl":
+        rates = np.linspace(1e-2, drop_path, num_blocks).tolist()
+        rates[-1] = drop_path
+        return [float(r) for r in rates]
+    if schedule == "linear":
+        return [float(r) for r in np.linspace(0.0, drop_path, num_blocks)]
+    raise ValueError(
+        f"model.drop_path_schedule must be 'openstl' or 'linear', got {schedule!r}.")
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth (timm's DropPath): zero a sample's branch with probability
+    `rate`, scale survivors by 1/(1-rate). Draws from the 'drop_path' RNG stream."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if not train or self.rate <= 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("drop_path"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def gelu(x):
+    """Exact (erf) GELU, PyTorch's default; flax's `nn.gelu` defaults to the tanh form."""
+    return nn.gelu(x, approximate=False)
