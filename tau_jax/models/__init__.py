@@ -33,7 +33,7 @@ SIMVP_FIELDS = ("in_shape", "out_frames", "hid_S", "hid_T", "N_S", "N_T", "spati
 
 def names() -> list[str]:
     """Model names `build` accepts."""
-    return sorted(SIMVP_TRANSLATORS)
+    return sorted(BUILDERS)
 
 
 def resolve_dtype(name: str, field: str) -> Any:
@@ -84,19 +84,39 @@ def _check_simvp(cfg) -> None:
                          f"{cfg.drop} and {cfg.drop_path}.")
 
 
+def _build_simvp(cfg, dtypes) -> nn.Module:
+    _check_simvp(cfg)
+    return SimVP(tuple(cfg.in_shape), cfg.hid_S, cfg.N_S, SIMVP_TRANSLATORS[cfg.name](cfg, **dtypes),
+                 out_frames=cfg.out_frames, spatio_kernel_enc=cfg.spatio_kernel_enc,
+                 spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
+
+
+# name -> function(model_config, dtypes) -> module; a family registers its names here.
+BUILDERS: dict[str, Callable[[Any, dict], nn.Module]] = {
+    name: _build_simvp for name in SIMVP_TRANSLATORS}
+
+
 def build(cfg) -> nn.Module:
     """The Flax module for `cfg` (a ConfigDict or mapping with OpenSTL-named fields)."""
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name', one of {names()}.")
-    name = cfg.name
-    if name not in SIMVP_TRANSLATORS:
-        raise ValueError(f"Unknown model.name {name!r}; known models: {names()}.")
-    _check_simvp(cfg)
+    if cfg.name not in BUILDERS:
+        raise ValueError(f"Unknown model.name {cfg.name!r}; known models: {names()}.")
+    _require(cfg, ("dtype", "param_dtype"), cfg.name)
     dtypes = dict(dtype=resolve_dtype(cfg.dtype, "dtype"),
                   param_dtype=resolve_dtype(cfg.param_dtype, "param_dtype"))
-    return SimVP(tuple(cfg.in_shape), cfg.hid_S, cfg.N_S, SIMVP_TRANSLATORS[name](cfg, **dtypes),
-                 out_frames=cfg.out_frames, spatio_kernel_enc=cfg.spatio_kernel_enc,
-                 spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
+    return BUILDERS[cfg.name](cfg, dtypes)
+
+
+def example_inputs(cfg) -> dict:
+    """Keyword arguments of a batch-1 call of the model, for `init` and shape inference."""
+    return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), resolve_dtype(cfg.param_dtype, "param_dtype")))
+
+
+def init(cfg, rng) -> dict:
+    """Freshly initialised variables ({'params', 'batch_stats'?}) for the model of `cfg`."""
+    model = build(cfg)
+    return model.init({"params": rng}, train=False, **example_inputs(cfg))
 
 
 def count_params(params) -> int:
