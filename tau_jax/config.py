@@ -7,6 +7,10 @@ and the SimVP_Model constructor), TAU on Moving MNIST.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import pathlib
+
 import ml_collections
 
 
@@ -60,4 +64,43 @@ def base_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 200          # OpenSTL's default epoch count
     config.train.seed = 42             # OpenSTL's default seed
+    config.lock()  # a mistyped field in a config file or an override is an error
     return config
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file such as configs/mmnist/tau.py."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist; see configs/ for the shipped ones.")
+    spec = importlib.util.spec_from_file_location(f"tau_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"Config file {path} defines no get_config().")
+    return module.get_config()
+
+
+def recurrent_model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
+    """The `model` section for the recurrent family ('predrnn', 'predrnnv2', 'convlstm'), named as
+    in OpenSTL; defaults are OpenSTL's Moving MNIST configs (reference spec 6.3-6.7)."""
+    m = ml_collections.ConfigDict()
+    m.name = name                     # family: 'predrnn', 'predrnnv2' (decoupling loss) or 'convlstm'
+    m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
+    m.out_frames = 10                 # T', frames to predict (the model unrolls T+T'-1 steps)
+    m.num_hidden = (128,) * 4          # width per layer (one width for predrnn/predrnnv2)
+    m.filter_size = 5                 # cell conv kernel size (odd)
+    m.stride = 1                      # cell conv stride (OpenSTL only works with 1)
+    m.patch_size = 4                  # space-to-depth patch: frames become (H/p, W/p, p*p*C)
+    m.layer_norm = 0                  # 1 = LayerNorm over (H/p, W/p, channels) after each gate conv
+    m.reverse_scheduled_sampling = int(name == "predrnnv2")  # 1 = reverse sched. sampling
+    m.decouple_beta = 0.1             # predrnnv2: weight of the memory-decoupling loss
+    m.scheduled_sampling = 1          # standard schedule: 0 = always feed own predictions
+    m.sampling_stop_iter = 50000      # standard schedule: iteration at which eta reaches 0
+    m.sampling_changing_rate = 2e-5   # standard schedule: eta decrease per iteration
+    m.r_sampling_step_1 = 25000       # reverse schedule: iteration where both probabilities leave 0.5
+    m.r_sampling_step_2 = 50000       # reverse schedule: iteration where r_eta = 1 and eta = 0
+    m.r_exp_alpha = 5000              # reverse schedule: time constant of r_eta's exponential rise
+    m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
+    m.param_dtype = "float32"         # parameter storage dtype
+    return m

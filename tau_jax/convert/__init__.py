@@ -79,8 +79,29 @@ def _is_upsampling(layer: int, num_layers: int) -> bool:
     return sampling_strides(num_layers, reverse=True)[layer]
 
 
+# Flax path (dotted) -> OpenSTL key prefix for the recurrent family; cell convs sit at index 0 of
+# an nn.Sequential (conv_x.0.weight), their LayerNorm (Flax `<conv>_ln`) at index 1.
+_RECURRENT_RULES = [
+    (r"^cell_list_(\d+)\.(conv_[xhmo])_ln\.$", r"cell_list.\1.\2.1."),
+    (r"^cell_list_(\d+)\.(conv_[xhmo])\.$", r"cell_list.\1.\2.0."),
+    (r"^cell_list_(\d+)\.", r"cell_list.\1."),
+]
+
+
+def recurrent_key(collection: str, path: tuple[str, ...], shape: tuple[int, ...], cfg):
+    """OpenSTL key and layout transform of one PredRNN / PredRNN-V2 / ConvLSTM leaf. LayerNorm
+    affines are (C, H, W) in PyTorch and (H, W, C) here."""
+    dotted = ".".join(path[:-1]) + "."
+    for pattern, repl in _RECURRENT_RULES:
+        dotted = re.sub(pattern, repl, dotted)
+    key = dotted + _LEAF_NAMES.get(path[-1], path[-1])
+    if len(shape) == 3:
+        return key, lambda w: np.transpose(w, (1, 2, 0))
+    return key, torch_layout(shape)
+
+
 # model name -> key function(collection, path, shape, model_config); SimVP family by default.
-KEY_FNS: dict[str, Callable] = {}
+KEY_FNS: dict[str, Callable] = {name: recurrent_key for name in ("predrnn", "predrnnv2", "convlstm")}
 
 
 def convert_tree(expected: Mapping, state_dict: Mapping[str, np.ndarray], key_fn) -> dict:

@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import linen as nn
 
-from tau_jax.models import gsta, incepu, tau
+from tau_jax.models import convlstm, gsta, incepu, predrnn, tau
 from tau_jax.models.layers import DW_IMPLS
 from tau_jax.models.simvp import SimVP
 
@@ -95,9 +96,16 @@ def _build_simvp(cfg, dtypes) -> nn.Module:
 BUILDERS: dict[str, Callable[[Any, dict], nn.Module]] = {
     name: _build_simvp for name in SIMVP_TRANSLATORS}
 
+# Recurrent family (called as model(frames, mask=..., train=...) -> (next_frames, aux)).
+RECURRENT = ("predrnn", "predrnnv2", "convlstm")
+BUILDERS.update(predrnn=predrnn.build_predrnn, predrnnv2=predrnn.build_predrnn,
+                convlstm=convlstm.build_convlstm)
+
 
 def build(cfg) -> nn.Module:
     """The Flax module for `cfg` (a ConfigDict or mapping with OpenSTL-named fields)."""
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        cfg = ml_collections.ConfigDict(dict(cfg))
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name', one of {names()}.")
     if cfg.name not in BUILDERS:
@@ -110,6 +118,8 @@ def build(cfg) -> nn.Module:
 
 def example_inputs(cfg) -> dict:
     """Keyword arguments of a batch-1 call of the model, for `init` and shape inference."""
+    if cfg.name in RECURRENT:
+        return predrnn.example_inputs(cfg)
     return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), resolve_dtype(cfg.param_dtype, "param_dtype")))
 
 

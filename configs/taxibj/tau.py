@@ -1,0 +1,14 @@
+"""TAU on TaxiBJ crowd flows, 4 -> 4 frames of 32x32x2 (OpenSTL configs/taxibj/TAU.py)."""
+
+from tau_jax.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model.update(name="tau", in_shape=(4, 32, 32, 2), out_frames=4,
+                        hid_S=32, hid_T=256, N_S=2, N_T=8, drop_path=0.1)
+    config.data.update(name="taxibj", batch_size=16)
+    config.loss.alpha = 0.1  # DDR weight
+    config.optim.update(lr=5e-4, sched="cosine", warmup_epoch=5)
+    config.train.epochs = 50
+    return config

@@ -1,0 +1,285 @@
+"""SimVP family (TAU, gSTA, IncepU): OpenSTL parity of parameters, outputs and structure."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from conftest import DATA, load_bundle
+from tau_jax import models
+from tau_jax.config import load_config_file, model_config
+from tau_jax.convert import from_openstl
+from tau_jax.models.layers import depthwise_conv_lax, depthwise_conv_taps, drop_path_rates
+from tau_jax.models.tau import large_kernel_geometry, se_hidden
+
+CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
+PARAM_FLOPS = json.loads((DATA / "param_flops.json").read_text())
+OPENSTL_NAME = {"tau": "tau", "gsta": "gSTA", "incepu": "IncepU"}
+
+
+def shapes_of(cfg):
+    return jax.eval_shape(lambda: models.init(cfg, jax.random.key(0)))
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS).as_posix()
+                                        for p in CONFIGS.glob("*/*.py")
+                                        if p.stem in OPENSTL_NAME))
+def test_param_count_equals_openstl(path):
+    cfg = load_config_file(CONFIGS / path).model
+    key = f"{path.split('/')[0]}/{OPENSTL_NAME[cfg.name]}"
+    assert models.count_params(shapes_of(cfg)["params"]) == PARAM_FLOPS[key]["params"]
+
+
+@pytest.mark.parametrize("d,expected", [(640, 7_914_240), (512, 5_086_208), (256, 1_297_920),
+                                        (128, 337_664)])
+def test_tau_block_param_closed_form(d, expected):
+    # spec 9.2: a TAU block of width d has 3d^2 + 2dR + 11R + 2dh + 86d parameters
+    cfg = model_config()
+    cfg.update(in_shape=(1, 8, 8, d // 2), hid_S=d // 2, hid_T=d, N_S=2, N_T=2)
+    block = shapes_of(cfg)["params"]["translator"]["enc_1"]["block"]
+    r, h = 8 * d, se_hidden(d)
+    assert models.count_params(block) == expected == 3 * d * d + 2 * d * r + 11 * r + 2 * d * h + 86 * d
+
+
+def test_tau_kernel_geometry_and_se_width():
+    assert large_kernel_geometry(21, 3) == ((5, 2), (7, 9))
+    assert [se_hidden(d) for d in (128, 256, 512, 640, 768)] == [16] * 5
+    assert [se_hidden(d) for d in (24, 32, 48, 64)] == [6, 8, 12, 16]
+
+
+def test_drop_path_schedules():
+    np.testing.assert_allclose(
+        drop_path_rates(0.0, 8, "openstl"),
+        [0.01, 0.00857, 0.00714, 0.00571, 0.00429, 0.00286, 0.00143, 0.0], atol=5e-6)
+    np.testing.assert_allclose(drop_path_rates(0.1, 6, "openstl"),
+                               [0.01, 0.028, 0.046, 0.064, 0.082, 0.1], atol=1e-9)
+    assert drop_path_rates(0.0, 8, "linear") == [0.0] * 8
+    np.testing.assert_allclose(drop_path_rates(0.1, 3, "linear"), [0.0, 0.05, 0.1])
+
+
+def bundle_model(name, **overrides):
+    meta, arrays, state_dict = load_bundle(name)
+    t, c, h, w = meta["in_shape"]
+    cfg = model_config()
+    cfg.update(name=meta["model_type"].lower(), in_shape=(t, h, w, c), out_frames=t,
+               hid_S=meta["hid_S"], hid_T=meta["hid_T"], N_S=meta["N_S"], N_T=meta["N_T"],
+               drop_path_schedule="linear", **overrides)  # bundles ran with DropPath off
+    to_nhwc = lambda a: np.transpose(a, (0, 1, 3, 4, 2))
+    return cfg, state_dict, to_nhwc(arrays["x"]), to_nhwc(arrays["y_eval"]), to_nhwc(
+        arrays["y_train_bn_batchstats"])
+
+
+BUNDLES = ["simvp_tau_tiny", "simvp_gsta_tiny", "simvp_incepu_tiny", "simvp_tau_tiny_ns4"]
+BUNDLE_PARAMS = {"simvp_tau_tiny": 138_986, "simvp_gsta_tiny": 141_930,
+                 "simvp_incepu_tiny": 182_442, "simvp_tau_tiny_ns4": 117_385}
+
+
+def max_rel(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("dw_impl", ["lax", "taps"])
+@pytest.mark.parametrize("name", BUNDLES)
+def test_bundle_float64(name, dw_impl, x64):
+    cfg, state_dict, x, y_eval, y_train = bundle_model(
+        name, dtype="float64", param_dtype="float64", dw_impl=dw_impl)
+    variables = from_openstl(cfg, state_dict)
+    assert models.count_params(variables["params"]) == BUNDLE_PARAMS[name]
+    model = models.build(cfg)
+    assert max_rel(apply_jit(model)(variables, x), y_eval) < 1e-6
+    out, _ = apply_jit(model, train=True, mutable=["batch_stats"])(variables, x)
+    assert max_rel(out, y_train) < 1e-6
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_bundle_float32(name):
+    cfg, state_dict, x, y_eval, y_train = bundle_model(name)
+    variables = from_openstl(cfg, state_dict)
+    model = models.build(cfg)
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(apply_jit(model)(variables, x), y_eval, atol=2e-5)
+        out, _ = apply_jit(model, train=True, mutable=["batch_stats"])(variables, x)
+    np.testing.assert_allclose(out, y_train, atol=2e-5)
+
+
+def test_batchnorm_running_stats_follow_pytorch(x64):
+    # PyTorch updates running_var with the unbiased batch variance, momentum 0.1.
+    cfg, state_dict, x, _, _ = bundle_model("simvp_tau_tiny", dtype="float64",
+                                            param_dtype="float64")
+    variables = from_openstl(cfg, state_dict)
+    model = models.build(cfg)
+    captured = {}
+
+    def grab_input(next_fun, args, kwargs, context):  # record the input of block 0's norm1
+        module = context.module
+        if module.name == "norm1" and module.parent.parent.name == "enc_0":
+            captured["x"] = args[0]
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(grab_input):
+        _, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    inp = np.asarray(captured["x"]).reshape(-1, captured["x"].shape[-1])
+    old = variables["batch_stats"]["translator"]["enc_0"]["block"]["norm1"]
+    new = state["batch_stats"]["translator"]["enc_0"]["block"]["norm1"]
+    np.testing.assert_allclose(new["mean"], 0.9 * old["mean"] + 0.1 * inp.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(new["var"], 0.9 * old["var"] + 0.1 * inp.var(0, ddof=1),
+                               rtol=1e-12)
+
+
+def init_jit(cfg, seed=0):
+    return jax.jit(lambda key: models.init(cfg, key))(jax.random.key(seed))
+
+
+def apply_jit(model, **kwargs):
+    """model.apply, jitted (eager op-by-op dispatch is slow on CPU)."""
+    return jax.jit(lambda variables, x: model.apply(variables, x, **kwargs))
+
+
+def tiny_cfg(**overrides):
+    cfg = model_config()
+    cfg.update(in_shape=(3, 16, 16, 1), out_frames=3, hid_S=8, hid_T=16, N_S=2, N_T=2)
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_variables():
+    """Variables of tiny_cfg(), initialised once: compiling an init takes seconds on CPU."""
+    return init_jit(tiny_cfg())
+
+
+@pytest.mark.parametrize("out_frames", [1, 2, 3, 7])
+def test_rollout_follows_openstl(out_frames, tiny_variables):
+    base = apply_jit(models.build(tiny_cfg()))
+    variables = tiny_variables
+    x = jax.random.uniform(jax.random.key(2), (2, 3, 16, 16, 1))
+    y = apply_jit(models.build(tiny_cfg(out_frames=out_frames)))(variables, x)
+    assert y.shape == (2, out_frames, 16, 16, 1)
+    # OpenSTL: feed the model its own T-frame output until T' frames exist, then truncate.
+    chained, frames = [], x
+    for _ in range(-(-out_frames // 3)):
+        frames = base(variables, frames)
+        chained.append(frames)
+    np.testing.assert_allclose(y, jnp.concatenate(chained, 1)[:, :out_frames], atol=1e-6)
+
+
+def test_depthwise_formulations_agree_with_gradients():
+    x = jax.random.normal(jax.random.key(0), (2, 11, 13, 6))
+    for k, dilation, pad in [(3, 1, 1), (5, 1, 2), (7, 3, 9)]:
+        kernel = jax.random.normal(jax.random.key(k), (k, k, 1, 6))
+
+        def loss(fn, x, kernel):  # noqa: B023 (uses this iteration's geometry)
+            return jnp.sum(jnp.sin(fn(x, kernel, dilation, pad)))
+
+        with jax.default_matmul_precision("highest"):
+            fwd = lambda fn: jax.jit(fn, static_argnums=(2, 3))(x, kernel, dilation, pad)
+            np.testing.assert_allclose(fwd(depthwise_conv_taps), fwd(depthwise_conv_lax),
+                                       rtol=1e-5, atol=1e-5)
+            grads = lambda fn: jax.jit(jax.grad(lambda x, k: loss(fn, x, k), (0, 1)))(x, kernel)
+            g_taps, g_lax = grads(depthwise_conv_taps), grads(depthwise_conv_lax)
+        for a, b in zip(g_taps, g_lax):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_drop_path_is_stochastic_in_training_only(tiny_variables):
+    cfg = tiny_cfg(drop_path=0.5)
+    model, variables = models.build(cfg), tiny_variables
+    x = jax.random.uniform(jax.random.key(1), (4, 3, 16, 16, 1))
+    train = jax.jit(lambda v, x, key: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                                  rngs={"drop_path": key})[0])
+    run = lambda seed: train(variables, x, jax.random.key(seed))
+    assert not np.allclose(run(0), run(1))
+    np.testing.assert_array_equal(run(0), run(0))
+    evaluate = apply_jit(model)
+    np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
+
+
+def test_openstl_initialisation(tiny_variables):
+    p = tiny_variables["params"]
+    block = p["translator"]["enc_1"]["block"]
+    np.testing.assert_allclose(block["layer_scale_1"], 1e-2, rtol=1e-6)
+    # TemporalAttention keeps PyTorch's default U(+-1/sqrt(fan_in)) init.
+    proj = block["attn"]["proj_1"]["kernel"]  # 16 -> 16: U(+-1/4), std 1/sqrt(48)
+    assert float(jnp.max(jnp.abs(proj))) <= 0.25 and abs(float(jnp.std(proj)) - 0.144) < 0.015
+    # MixMlp convs: N(0, sqrt(2 / fan_out)), zero bias.
+    fc1 = block["mlp"]["fc1"]
+    assert abs(float(jnp.std(fc1["kernel"])) - np.sqrt(2 / 128)) < 0.01
+    np.testing.assert_array_equal(fc1["bias"], 0)
+    # Encoder convs: N(0, 0.02), zero bias.
+    enc = p["enc"]["enc_1"]["conv"]
+    assert abs(float(jnp.std(enc["kernel"])) - 0.02) < 0.003
+    np.testing.assert_array_equal(enc["bias"], 0)
+
+
+def test_bfloat16_compute_keeps_float32_params(tiny_variables):
+    cfg = tiny_cfg(dtype="bfloat16")
+    model, variables = models.build(cfg), tiny_variables
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
+    x = jax.random.uniform(jax.random.key(1), (2, 3, 16, 16, 1))
+    y16 = apply_jit(model)(variables, x)
+    y32 = apply_jit(models.build(tiny_cfg()))(variables, x)
+    assert y16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(y16.astype(jnp.float32), y32, atol=0.05)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(name="unet"), "Unknown model.name 'unet'"),
+    (dict(in_shape=(3, 18, 16, 1), N_S=4), "divisible by the encoder's stride 4"),
+    (dict(N_S=3), "model.N_S must be an even number"),
+    (dict(hid_S=5), "model.hid_S must be even"),
+    (dict(N_T=1), "model.N_T must be >= 2"),
+    (dict(out_frames=0), "model.out_frames must be >= 1"),
+    (dict(dtype="float8"), "model.dtype must be one of"),
+    (dict(dtype="float64"), "needs jax_enable_x64"),
+    (dict(dw_impl="fft"), "model.dw_impl must be one of"),
+    (dict(drop_path_schedule="cosine"), "model.drop_path_schedule must be"),
+])
+def test_bad_config_is_a_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        models.build(tiny_cfg(**overrides))
+
+
+def test_missing_field_is_named():
+    cfg = tiny_cfg().to_dict()
+    del cfg["hid_T"]
+    with pytest.raises(ValueError, match=r"lacks field\(s\) \['hid_T'\]"):
+        models.build(cfg)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (2, 4, 16, 16, 1), (2, 3, 16, 16, 2)])
+def test_wrong_input_shape_is_a_clear_error(shape, tiny_variables):
+    model, variables = models.build(tiny_cfg()), tiny_variables
+    with pytest.raises(ValueError, match=r"expects input frames of shape \(B, 3, 16, 16, 1\)"):
+        model.apply(variables, jnp.zeros(shape))
+
+
+def test_converter_reports_missing_extra_and_misshaped_keys():
+    cfg, state_dict, *_ = bundle_model("simvp_tau_tiny")
+    bad = dict(state_dict)
+    del bad["dec.readout.bias"]
+    bad["hid.enc.9.block.layer_scale_1"] = np.zeros(3)
+    bad["enc.enc.0.conv.conv.weight"] = np.zeros((8, 1, 3, 3))
+    with pytest.raises(ValueError) as err:
+        from_openstl(cfg, bad)
+    text = str(err.value)
+    assert "missing key 'dec.readout.bias'" in text
+    assert "unexpected key 'hid.enc.9.block.layer_scale_1'" in text
+    assert "key 'enc.enc.0.conv.conv.weight' has shape (8, 1, 3, 3)" in text
+
+
+def test_converter_rejects_a_state_dict_for_another_config():
+    cfg, state_dict, *_ = bundle_model("simvp_tau_tiny")
+    cfg.hid_T = 64
+    with pytest.raises(ValueError, match="does not fit the model config"):
+        from_openstl(cfg, state_dict)
+
+
+def test_converter_accepts_lightning_prefix():
+    cfg, state_dict, *_ = bundle_model("simvp_tau_tiny")
+    prefixed = {f"model.{k}": v for k, v in state_dict.items()}
+    a, b = from_openstl(cfg, state_dict), from_openstl(cfg, prefixed)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
