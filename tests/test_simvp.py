@@ -12,7 +12,7 @@ from flax import linen as nn
 from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import load_config_file, model_config
-from tau_jax.convert import from_openstl
+from tau_jax.convert import from_openstl, load_pth
 from tau_jax.models.layers import depthwise_conv_lax, depthwise_conv_taps, drop_path_rates
 from tau_jax.models.tau import large_kernel_geometry, se_hidden
 
@@ -283,3 +283,15 @@ def test_converter_accepts_lightning_prefix():
     prefixed = {f"model.{k}": v for k, v in state_dict.items()}
     a, b = from_openstl(cfg, state_dict), from_openstl(cfg, prefixed)
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_load_pth_reads_an_openstl_lightning_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch", reason="reading .pth files needs the optional torch")
+    cfg, state_dict, x, y_eval, _ = bundle_model("simvp_tau_tiny")
+    path = tmp_path / "best.ckpt"
+    torch.save({"epoch": 3, "state_dict": {f"model.{k}": torch.from_numpy(np.asarray(v))
+                                           for k, v in state_dict.items()}}, path)
+    variables = from_openstl(cfg, load_pth(str(path)))
+    with jax.default_matmul_precision("highest"):
+        y = apply_jit(models.build(cfg))(variables, x)
+    np.testing.assert_allclose(y, y_eval, atol=2e-5)
