@@ -1,12 +1,19 @@
 """`tau-jax COMMAND --config FILE [--config.field=value ...]`.
 
-Commands available now: `summary` (parameters and forward FLOPs of a config's model).
-Training, evaluation and prediction commands arrive with the training system.
+* `train --config FILE --workdir DIR`: train and evaluate, resuming the newest checkpoint in DIR.
+  Multi-host: `--coordinator_address HOST:PORT --num_processes N --process_id I`, or nothing on
+  Cloud TPU (jax.distributed finds the pod).
+* `eval --workdir DIR`: OpenSTL metrics of the newest checkpoint, with the run's saved config.
+* `summary --config FILE`: parameters and forward FLOPs of a config's model.
+* `data prepare NAME [--data_dir DIR] [--manual_dir DIR]` builds a dataset ahead of time;
+  `data show NAME --out grid.png` writes a PNG grid of a few sequences; both take `--config FILE`
+  and `--config.data.x=y` overrides, the base config when no file is given.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -15,13 +22,95 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 
-COMMANDS = ("summary",)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "data: overrides config.data.data_dir.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "data: overrides config.data.manual_dir.")
+_OUT = flags.DEFINE_string("out", "grid.png", "data show: PNG file to write.")
+_SPLIT = flags.DEFINE_string("split", "test", "data show: split to show.")
+_NUM = flags.DEFINE_integer("num", 4, "data show: number of sequences in the grid.")
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "train/eval: run directory.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "train: multi-host coordinator HOST:PORT (process 0).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's index.")
+
+COMMANDS = ("train", "eval", "summary", "data")
+DATA_ACTIONS = ("prepare", "show")
+DATA_USAGE = ("usage: tau-jax data {prepare,show} NAME [--data_dir DIR] [--manual_dir DIR] "
+              "[--out grid.png] [--split test] [--num 4] [--config FILE] [--config.data.x=y ...]")
+
+
+def _distributed_init():
+    """jax.distributed for multi-host runs: explicit flags, or the Cloud TPU environment."""
+    import jax
+    if _COORDINATOR.value:
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+        jax.distributed.initialize()
+
+
+def _user_errors(command):
+    """Errors a user can cause end the program with their one-sentence message, not a trace."""
+    def run(argv):
+        try:
+            command(argv)
+        except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
+            print(f"tau-jax {command.__name__.strip('_')}: {e}", file=sys.stderr)
+            sys.exit(1)
+    return run
+
+
+def _print_scalars(metrics: dict) -> None:
+    print(json.dumps({k: v for k, v in metrics.items() if not hasattr(v, "shape")}))
+
+
+@_user_errors
+def _train(_):
+    _distributed_init()
+    from tau_jax.train import train_and_evaluate
+    _print_scalars(train_and_evaluate(_CONFIG.value, _WORKDIR.value))
+
+
+@_user_errors
+def _eval(_):
+    from tau_jax.train import evaluate
+    _print_scalars(evaluate(_WORKDIR.value))
 
 
 def _summary(_):
     from tau_jax.summary import summarize
     info = summarize(_CONFIG.value.model)
     print(json.dumps(info, indent=2))
+
+
+def _data(argv):
+    from tau_jax import data
+    args = argv[1:]
+    if len(args) != 2 or args[0] not in DATA_ACTIONS:
+        print(DATA_USAGE, file=sys.stderr)
+        sys.exit(2)
+    action, name = args
+    config = _CONFIG.value
+    config.data.name = name
+    if _DATA_DIR.value is not None:
+        config.data.data_dir = _DATA_DIR.value
+    if _MANUAL_DIR.value is not None:
+        config.data.manual_dir = _MANUAL_DIR.value
+    try:
+        if action == "prepare":
+            import tensorflow_datasets as tfds
+            tfds.enable_progress_bar()
+            builder = data.prepare(config.data)
+            sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+            print(f"{name}: prepared in {builder.data_dir} ({sizes} records)")
+        else:
+            from tau_jax.data import preview
+            source = data.get_source(config.data, _SPLIT.value)
+            path = preview.save_grid(source, _OUT.value, _NUM.value)
+            print(f"{name}/{_SPLIT.value}: {len(source)} sequences of {source.shape}; wrote {path}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"tau-jax data {action} {name}: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv=None):
@@ -31,8 +120,18 @@ def main(argv=None):
               file=sys.stderr)
         sys.exit(2)
     command = argv.pop(1)
-    flags.mark_flag_as_required("config")
-    app.run({"summary": _summary}[command], argv=argv)
+    if command == "data":
+        if not any(a in ("--config", "-config") or a.startswith(("--config=", "-config="))
+                   for a in argv):
+            # before any --config.x=y override, which config_flags parses after the file
+            argv.insert(1, "--config=" + os.path.join(os.path.dirname(__file__), "data",
+                                                      "default_config.py"))
+    if command in ("train", "summary"):
+        flags.mark_flag_as_required("config")
+    if command in ("train", "eval"):
+        flags.mark_flag_as_required("workdir")
+    app.run({"train": _train, "eval": _eval, "summary": _summary, "data": _data}[command],
+            argv=argv)
 
 
 if __name__ == "__main__":

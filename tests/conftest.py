@@ -7,6 +7,13 @@ import pathlib
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
+# Compiled programs are cached on disk and shared by the tests' subprocesses (which inherit the
+# environment): the CLI runs of the crash/resume tests compile the same programs.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.environ.get("TMPDIR", "/tmp"), "tau_jax_test_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -106,6 +106,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_enable_compilation_cache", False)  # two writers of one cache key
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
@@ -132,6 +133,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
 def test_two_processes_each_read_their_own_half(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from tau_jax.models import convlstm, gsta, incepu, predrnn, tau
+from tau_jax.models import convlstm, gsta, incepu, predrnn, tau, timesformer, tps
 from tau_jax.models.layers import DW_IMPLS
 from tau_jax.models.simvp import SimVP
 
@@ -25,6 +25,8 @@ SIMVP_TRANSLATORS: dict[str, Callable[..., nn.Module]] = {
     "tau": tau.translator,
     "gsta": gsta.translator,
     "incepu": incepu.translator,
+    "timesformer": timesformer.translator,  # checks its own fields (timesformer.check_config)
+    "tps": tps.translator,                  # checks its own fields (tps.check_config)
 }
 
 SIMVP_FIELDS = ("in_shape", "out_frames", "hid_S", "hid_T", "N_S", "N_T", "spatio_kernel_enc",

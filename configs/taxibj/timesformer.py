@@ -1,0 +1,22 @@
+"""TimeSformer translator in the SimVP frame on TaxiBJ crowd flows, 4 -> 4 frames of 32x32x2.
+
+Not an OpenSTL model. Encoder/decoder are OpenSTL's TaxiBJ SimVP ones (hid_S 32, N_S 2: 16x16
+latents); the translator (tau_jax/models/timesformer.py) runs divided space-time attention on
+16x16 tokens per frame, width hid_T, depth N_T. Loss (MSE + 0.1 DDR), optimiser and schedule are
+OpenSTL's TaxiBJ TAU settings (Adam 5e-4, cosine with 5 warm-up epochs, 50 epochs, batch 16,
+drop_path 0.1).
+"""
+
+from tau_jax.config import attention_base_config
+
+
+def get_config():
+    config = attention_base_config("timesformer")
+    config.model.update(in_shape=(4, 32, 32, 2), out_frames=4, hid_S=32, hid_T=256, N_S=2,
+                        N_T=8, mlp_ratio=4.0, drop_path=0.1, num_heads=8, latent_patch=1,
+                        attention_mode="divided")
+    config.data.update(name="taxibj", batch_size=16)
+    config.loss.alpha = 0.1  # DDR weight, as TAU
+    config.optim.update(lr=5e-4, sched="cosine", warmup_epoch=5)
+    config.train.epochs = 50
+    return config

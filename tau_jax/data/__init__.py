@@ -1,0 +1,62 @@
+"""Datasets: tfds builders (array_record, no TensorFlow) and the random-access sources that the
+input pipeline reads.
+
+    source = tau_jax.data.get_source(config.data, "train")
+    len(source); x = source[i]          # float32 (T+T', H, W, C), normalised
+    source.in_frames, source.out_frames, source.mean, source.std, source.name
+
+`get_source` prepares the dataset into `config.data.data_dir` the first time (tfds
+`download_and_prepare(file_format='array_record')`), then reads it back with
+`as_data_source()`; `prepare(config.data)` does the preparing ahead of time.
+
+Datasets (`config.data.name`): `moving_mnist` (alias `mmnist`), `taxibj`, `kth` (`kth20`,
+`kth40`), `weatherbench` (alias `weather`), `custom`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_MODULES = {
+    "moving_mnist": "moving_mnist", "mmnist": "moving_mnist",
+    "taxibj": "taxibj",
+    "kth": "kth", "kth20": "kth", "kth40": "kth",
+    "weatherbench": "weatherbench", "weather": "weatherbench",
+    "custom": "custom",
+}
+NAMES = ("moving_mnist", "taxibj", "kth", "kth20", "kth40", "weatherbench", "custom")
+
+
+def _data_section(config):
+    """Accept `config.data` or a whole experiment config."""
+    if "name" not in config and "data" in config:
+        return config.data
+    return config
+
+
+def module(name: str):
+    """The module that implements dataset `name`."""
+    if name not in _MODULES:
+        raise ValueError(f"Unknown dataset config.data.name={name!r}; choose one of "
+                         f"{sorted(_MODULES)}.")
+    return importlib.import_module(f"tau_jax.data.{_MODULES[name]}")
+
+
+def get_source(data_config, split: str):
+    """Random-access source of `split` ('train', 'test', 'val' where the dataset has one):
+    `len(source)`, `source[i]` -> float32 `(T+T', H, W, C)` normalised, deterministic in i,
+    picklable; attributes `in_frames`, `out_frames`, `mean`, `std` ((C,) float32; raw = x *
+    std + mean), `name`, `split`, `epoch_size`. Prepares the dataset on first use."""
+    data_config = _data_section(data_config)
+    return module(data_config.name).get_source(data_config, split)
+
+
+def prepare(data_config):
+    """Build the dataset into `data_config.data_dir` now (no-op when it is prepared); returns
+    the tfds builder."""
+    data_config = _data_section(data_config)
+    return module(data_config.name).prepare(data_config)
+
+
+def manual_download_instructions(name: str) -> str:
+    return module(name).MANUAL_DOWNLOAD_INSTRUCTIONS

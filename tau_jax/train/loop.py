@@ -1,0 +1,352 @@
+"""`train_and_evaluate(config, workdir)`: one SPMD loop for a laptop CPU, a GPU or a TPU pod.
+
+config -> checks (before anything compiles) -> mesh -> sources -> state (sharded init or resume)
+-> jitted train step (donated state) -> metrics every `log_every_steps` -> eval over the whole
+test split with OpenSTL's metrics, sample PNG/GIF -> async checkpoints (latest N + best val MSE,
+data iterator position included; also on SIGTERM).
+
+Randomness is a function of (seed, step) and the data order of (seed, position), so a run
+resumed from any checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import pathlib
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+from jax.experimental import multihost_utils
+
+from tau_jax import data, losses, models
+from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
+from tau_jax.metrics import MetricAccumulator
+from tau_jax.models import predrnn
+from tau_jax.train import optim
+from tau_jax.train.checkpoint import Checkpointer, abstract_like
+from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
+from tau_jax.train.state import TrainState
+from tau_jax.train.writer import MetricWriter
+
+CONFIG_FILE = "config.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks that run before anything is built
+# ----------------------------------------------------------------------------------------------
+
+def check_workdir(workdir: pathlib.Path, config) -> None:
+    """The workdir is writable and holds no run of a different model."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"Cannot write to workdir {workdir} ({e.strerror}); choose a "
+                              "directory you can write to.") from e
+    saved = workdir / CONFIG_FILE
+    if saved.exists():
+        old = json.loads(saved.read_text()).get("model", {})
+        new = json.loads(config.model.to_json())
+        diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                and k not in ("dtype", "dw_impl")}
+        if diff:
+            field = sorted(diff)[0]
+            raise ValueError(f"workdir {workdir} holds a run of a different model "
+                             f"(model.{field}: {old.get(field)!r} there, {new.get(field)!r} "
+                             "now); use a new workdir or the same model config.")
+
+
+def check_config(config) -> None:
+    if config.optim.lr <= 0:
+        raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
+    for field in ("log_every_steps", "keep_checkpoints"):
+        if config.train[field] < 1:
+            raise ValueError(f"train.{field} must be >= 1, got {config.train[field]}.")
+
+
+def check_source_matches_model(source, model_config) -> None:
+    t, h, w, c = model_config.in_shape
+    frames = source[0].shape
+    expected = (t + model_config.out_frames, h, w, c)
+    if tuple(frames) != expected:
+        raise ValueError(
+            f"dataset {source.name!r} gives sequences of shape {tuple(frames)} but the model "
+            f"needs (in_shape T + out_frames, H, W, C) = {expected}; make model.in_shape / "
+            "model.out_frames and data.in_frames / data.out_frames agree.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model family: how to compute the loss and how to predict
+# ----------------------------------------------------------------------------------------------
+
+def is_recurrent(model_config) -> bool:
+    return model_config.name in models.RECURRENT
+
+
+def loss_fn(model, config, params, batch_stats, frames, key, step):
+    """Training loss of one batch and the updated BatchNorm statistics."""
+    mc = config.model
+    t = mc.in_shape[0]
+    variables = {"params": params, "batch_stats": batch_stats}
+    rngs = {"drop_path": jax.random.fold_in(key, 0), "dropout": jax.random.fold_in(key, 1)}
+    if is_recurrent(mc):
+        mask = predrnn.mask_from_config(mc, jax.random.fold_in(key, 2), step, frames.shape[0])
+        (next_frames, aux), state = model.apply(variables, frames, mask=mask, train=True,
+                                                rngs=rngs, mutable=["batch_stats"])
+        loss = predrnn.recurrent_loss(next_frames, frames, aux, mc.decouple_beta
+                                      if mc.name == "predrnnv2" else 0.0)
+    else:
+        pred, state = model.apply(variables, frames[:, :t], train=True, rngs=rngs,
+                                  mutable=["batch_stats"])
+        loss = losses.tau_loss(pred, frames[:, t:], config.loss.alpha, config.loss.ddr_tau)
+    return loss, state.get("batch_stats", batch_stats)
+
+
+def predict(model, model_config, variables, inputs):
+    """The next `out_frames` frames after `inputs` (B, T, H, W, C), in eval mode."""
+    if is_recurrent(model_config):
+        next_frames, _ = model.apply(variables, inputs, train=False)
+        return next_frames[:, -model_config.out_frames:]
+    return model.apply(variables, inputs, train=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# State and steps
+# ----------------------------------------------------------------------------------------------
+
+def state_template(config, tx, mesh):
+    """(abstract state with shardings, shardings, init function): the abstract state is what a
+    checkpoint restores into, so resuming never compiles or runs the random initialisation."""
+
+    def make(key):
+        variables = nn.meta.unbox(models.init(config.model, key))
+        params = variables["params"]
+        ema = params if config.optim.ema_decay else None
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params), ema_params=ema)
+
+    shapes = jax.eval_shape(make, jax.random.key(0))
+    shardings = tree_shardings(shapes, mesh)
+    return abstract_like(shapes, shardings), shardings, make
+
+
+def init_state(config, tx, mesh) -> tuple[TrainState, TrainState]:
+    """(state, shardings): a freshly initialised state placed on the mesh."""
+    _, shardings, make = state_template(config, tx, mesh)
+    return jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed)), shardings
+
+
+def make_train_step(model, config, tx, state_shardings, mesh):
+    base_key = jax.random.key(config.train.seed)
+
+    def train_step(state: TrainState, frames):
+        key = jax.random.fold_in(base_key, state.step)
+        grad_fn = jax.value_and_grad(
+            functools.partial(loss_fn, model, config), has_aux=True)
+        (loss, batch_stats), grads = grad_fn(state.params, state.batch_stats, frames, key,
+                                             state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = jax.tree_util.tree_map(jnp.add, state.params, updates)
+        ema = state.ema_params
+        if ema is not None:
+            ema = optim.ema_update(ema, params, config.optim.ema_decay)
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, ema_params=ema)
+        return new, {"loss": loss, "grad_norm": optim_global_norm(grads)}
+
+    return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+
+
+def optim_global_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree_util.tree_leaves(tree)))
+
+
+def make_predict_step(model, config, mesh):
+    t = config.model.in_shape[0]
+
+    def step(variables, frames):
+        return predict(model, config.model, variables, frames[:, :t]).astype(jnp.float32)
+
+    return jax.jit(step, out_shardings=batch_sharding(mesh))
+
+
+def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0):
+    """OpenSTL metrics over the whole split (every sample once, across all processes), plus
+    the first `samples` (inputs, targets, predictions) in display units."""
+    acc = MetricAccumulator(tuple(config.data.metrics), mean=source.mean, std=source.std)
+    t = config.model.in_shape[0]
+    shown = None
+    for frames, mask in eval_batches(source, config.data.eval_batch_size, mesh):
+        pred = predict_step(variables, frames)
+        frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
+                              for a in (frames, pred, mask))
+        acc.update(pred, frames[:, t:], mask=mask)
+        if shown is None and samples:
+            k = min(samples, int(mask.sum()))
+            raw = lambda a: a[:k] * source.std + source.mean  # noqa: E731
+            shown = (raw(frames[:, :t]), raw(frames[:, t:]), raw(pred))
+    return acc.result(per_frame=True), shown
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop polls, so it can checkpoint before exiting."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading_main():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint before exiting.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def save_config(config, workdir: pathlib.Path) -> None:
+    if jax.process_index() == 0:
+        (workdir / CONFIG_FILE).write_text(config.to_json(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Train `config` in `workdir` (resuming the newest checkpoint there); returns the final
+    evaluation metrics."""
+    workdir = pathlib.Path(workdir)
+    check_config(config)
+    model = models.build(config.model)  # model config errors surface here
+    check_workdir(workdir, config)
+    mesh = make_mesh(config.train.mesh)
+    train_source = data.get_source(config.data, "train")
+    eval_source = data.get_source(config.data, config.data.eval_split)
+    check_source_matches_model(train_source, config.model)
+    steps_per_epoch = train_source.epoch_size // config.data.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"data.batch_size = {config.data.batch_size} exceeds the "
+                         f"{train_source.epoch_size} training sequences of an epoch.")
+    total_steps = config.train.max_steps or config.train.epochs * steps_per_epoch
+    local_batch_size(config.data.eval_batch_size, mesh)  # checks divisibility before compiling
+    tx, lr_fn = optim.create_optimizer(config.optim, steps_per_epoch, config.train.epochs)
+    batches = train_batches(train_source, config.data.batch_size, mesh, config.train.seed)
+    save_config(config, workdir)
+
+    abstract, shardings, _ = state_template(config, tx, mesh)
+    ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    if restored is not None:
+        step0, state, data_state = restored
+        batches.set_state(data_state)
+        logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
+    else:
+        state, shardings = init_state(config, tx, mesh)
+    step = int(state.step)
+
+    train_step = make_train_step(model, config, tx, shardings, mesh)
+    predict_step = make_predict_step(model, config, mesh)
+    eval_every = config.train.eval_every_steps or steps_per_epoch
+    ckpt_every = config.train.checkpoint_every_steps or eval_every
+    writer = MetricWriter(workdir, total_steps)
+    sums, count, last_eval = None, 0, {}
+
+    def run_eval(step):
+        metrics, shown = evaluate_split(predict_step, state.eval_variables(
+            bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
+        writer.scalars(step, metrics, "eval")
+        if shown is not None and jax.process_index() == 0:
+            from tau_jax.visualize import save_samples
+            png, _ = save_samples(*shown, workdir / "samples" / f"step_{step:08d}")
+            from PIL import Image
+            writer.image(step, "eval/samples", np.asarray(Image.open(png).convert("RGB")))
+        return metrics
+
+    with _Preemption() as preemption:
+        while step < total_steps:
+            frames = next(batches)
+            state, metrics = train_step(state, frames)
+            step += 1
+            sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
+            count += 1
+            last = step == total_steps
+            if step % config.train.log_every_steps == 0 or last or preemption.requested:
+                means = {k: float(v) / count for k, v in sums.items()}
+                if not np.isfinite(means["loss"]):
+                    ckpt.wait()
+                    raise FloatingPointError(
+                        f"training loss became {means['loss']} by step {step}; the last good "
+                        f"checkpoint (step {ckpt.manager.latest_step()}) is kept in "
+                        f"{ckpt.directory}.")
+                rate, eta = writer.rate(step)
+                means["lr"] = float(lr_fn(step - 1))
+                if np.isfinite(rate):
+                    means.update(steps_per_s=rate, eta_s=eta)
+                writer.scalars(step, means, "train")
+                sums, count = None, 0
+            if step % eval_every == 0 or last:
+                last_eval = run_eval(step)
+            if step % ckpt_every == 0 or last or preemption.requested:
+                val = last_eval.get("mse") if step % eval_every == 0 or last else None
+                ckpt.save(step, state, batches.get_state(), val)
+            if preemption.requested:
+                break
+    ckpt.close()
+    writer.close()
+    if jax.process_index() == 0 and last_eval:
+        (workdir / "eval_metrics.json").write_text(json.dumps(
+            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in last_eval.items()},
+            indent=2))
+    return last_eval
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in its workdir."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: {workdir} is not a tau-jax workdir "
+                                "(run `tau-jax train` there first).")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def evaluate(workdir: str | os.PathLike, config=None) -> dict:
+    """Metrics of the newest checkpoint in `workdir` over the evaluation split."""
+    config = config or load_config(workdir)
+    model = models.build(config.model)
+    mesh = make_mesh(config.train.mesh)
+    tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
+    restored = Checkpointer(workdir, config.train.keep_checkpoints).restore_latest(
+        state_template(config, tx, mesh)[0])
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}.")
+    step, state, _ = restored
+    source = data.get_source(config.data, config.data.eval_split)
+    check_source_matches_model(source, config.model)
+    metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
+                                state.eval_variables(bool(config.optim.ema_decay)), source,
+                                config, mesh)
+    logging.info("step %d eval: %s", step, {k: v for k, v in metrics.items() if np.ndim(v) == 0})
+    return metrics

@@ -1,0 +1,36 @@
+"""PNG grids and GIFs of inputs, targets and predictions."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from tau_jax.data.preview import video_grid
+
+
+def save_samples(inputs, targets, preds, stem: str | pathlib.Path) -> tuple[pathlib.Path, ...]:
+    """Write `<stem>.png` (per sample: inputs + targets, then inputs + predictions) and
+    `<stem>.gif` (per frame: targets above predictions, all samples side by side).
+
+    Arrays are (N, T, H, W, C) / (N, T', H, W, C) in display units (de-normalised)."""
+    from PIL import Image
+    inputs, targets, preds = (np.asarray(a, np.float32) for a in (inputs, targets, preds))
+    stem = pathlib.Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.stack([np.concatenate([inputs, v], axis=1) for v in (targets, preds)], axis=1)
+    rows = rows.reshape((-1,) + rows.shape[2:])
+    png = stem.with_suffix(".png")
+    Image.fromarray(video_grid(rows, inputs.shape[1])).save(png)
+
+    clip = np.concatenate([np.stack([np.concatenate([inputs, v], 1) for v in (targets, preds)])],
+                          axis=0)  # (2, N, T+T', H, W, C): row 0 truth, row 1 prediction
+    two, n, t = clip.shape[:3]
+    frames = []
+    for f in range(t):
+        panel = clip[:, :, f].transpose(0, 2, 1, 3, 4)  # (2, H, N, W, C)
+        panel = panel.reshape(1, two * panel.shape[1], n * panel.shape[3], panel.shape[4])
+        frames.append(Image.fromarray(video_grid(panel[:, None], 0)))
+    gif = stem.with_suffix(".gif")
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200, loop=0)
+    return png, gif
