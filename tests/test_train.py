@@ -272,6 +272,15 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished_run, tmp_
     assert "Checkpoint" in caplog.text and "unreadable" in caplog.text
 
 
+def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=2)
+    for step, val_mse in {1: 5.0, 2: 1.0, 3: 3.0, 4: None, 5: 4.0, 6: None}.items():
+        ckpt.save(step, {"x": np.full(3, step, np.float32)}, {"next_index": step}, val_mse)
+        ckpt.wait()
+    assert ckpt.steps() == [2, 5, 6]  # best val MSE (step 2) + the newest two
+    ckpt.close()
+
+
 def test_nan_loss_stops_with_the_step(dataset, tmp_path):
     config = tiny_config(dataset, max_steps=30, eval_every_steps=100)
     config.optim.lr = 1e12

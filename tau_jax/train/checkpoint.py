@@ -20,9 +20,10 @@ class Checkpointer:
     """Saves and restores (TrainState, data iterator state) under `<workdir>/checkpoints`."""
 
     def __init__(self, workdir: str | pathlib.Path, keep: int):
+        # BestN keeps the tail of the sorted order: reverse=True (descending) keeps the lowest MSE.
         policy = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=keep),
-            checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
+            checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"

@@ -17,11 +17,13 @@ import logging
 import os
 import pathlib
 import signal
+import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
@@ -273,6 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     ckpt_every = config.train.checkpoint_every_steps or eval_every
     writer = MetricWriter(workdir, total_steps)
     sums, count, last_eval = None, 0, {}
+    progress = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                         disable=not (sys.stderr.isatty() and jax.process_index() == 0))
 
     def run_eval(step):
         metrics, shown = evaluate_split(predict_step, state.eval_variables(
@@ -290,6 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             frames = next(batches)
             state, metrics = train_step(state, frames)
             step += 1
+            progress.update(1)
             sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
             count += 1
             last = step == total_steps
@@ -306,6 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 if np.isfinite(rate):
                     means.update(steps_per_s=rate, eta_s=eta)
                 writer.scalars(step, means, "train")
+                progress.set_postfix(loss=f"{means['loss']:.4g}")
                 sums, count = None, 0
             if step % eval_every == 0 or last:
                 last_eval = run_eval(step)
@@ -314,6 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 ckpt.save(step, state, batches.get_state(), val)
             if preemption.requested:
                 break
+    progress.close()
     ckpt.close()
     writer.close()
     if jax.process_index() == 0 and last_eval:
