@@ -64,8 +64,18 @@ def _print_scalars(metrics: dict) -> None:
     print(json.dumps({k: v for k, v in metrics.items() if not hasattr(v, "shape")}))
 
 
+def _quiet_libraries():
+    """Keep the console to tau-jax's own lines: other libraries' INFO logs (orbax prints a dozen
+    per checkpoint) are dropped, their warnings kept."""
+    import logging
+    from absl import logging as absl_logging
+    absl_logging.get_absl_handler().addFilter(
+        lambda r: r.levelno >= logging.WARNING or "tau_jax" in r.pathname)
+
+
 @_user_errors
 def _train(_):
+    _quiet_libraries()
     _distributed_init()
     from tau_jax.train import train_and_evaluate
     _print_scalars(train_and_evaluate(_CONFIG.value, _WORKDIR.value))
@@ -73,6 +83,7 @@ def _train(_):
 
 @_user_errors
 def _eval(_):
+    _quiet_libraries()
     from tau_jax.train import evaluate
     _print_scalars(evaluate(_WORKDIR.value))
 

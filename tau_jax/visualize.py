@@ -16,6 +16,9 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path) -> tuple[path
     Arrays are (N, T, H, W, C) / (N, T', H, W, C) in display units (de-normalised)."""
     from PIL import Image
     inputs, targets, preds = (np.asarray(a, np.float32) for a in (inputs, targets, preds))
+    # Predictions overshoot the data range; clip them to it so the grid is scaled by the data.
+    truth = np.concatenate([inputs.reshape(-1), targets.reshape(-1)])
+    preds = np.clip(preds, truth.min(), truth.max())
     stem = pathlib.Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     rows = np.stack([np.concatenate([inputs, v], axis=1) for v in (targets, preds)], axis=1)
