@@ -3,6 +3,9 @@
 import json
 import os
 import pathlib
+import socket
+import subprocess
+import sys
 
 import jax
 
@@ -35,3 +38,25 @@ def x64():
     """Run a test with float64 enabled (OpenSTL bundles are float64)."""
     with jax.enable_x64(True):
         yield
+
+
+def run_two_processes(script: str, tmp_path, *args, timeout: float = 400) -> list:
+    """Run `script` as processes 0 and 1 of a jax.distributed job on loopback.
+
+    The script gets argv = [port, process_id, output json path, *args] and writes its result
+    as JSON there; returns the two results.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = pathlib.Path(__file__).parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    outs = [tmp_path / f"process_{pid}.json" for pid in (0, 1)]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(port), str(pid), str(out),
+                               *map(str, args)], cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for pid, out in zip((0, 1), outs)]
+    for p in procs:
+        log, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, log[-3000:]
+    return [json.loads(out.read_text()) for out in outs]

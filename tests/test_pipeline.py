@@ -1,11 +1,5 @@
 """Input pipeline: same global batches on any mesh or process count, exact resume, full eval."""
 
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,7 +9,6 @@ from jax.sharding import Mesh
 
 from tau_jax.data.pipeline import eval_batches, num_eval_batches, train_batches
 
-ROOT = pathlib.Path(__file__).parents[1]
 
 
 class ArraySource:
@@ -127,24 +120,10 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
 def test_two_processes_each_read_their_own_half(tmp_path):
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(pid),
-                               str(tmp_path / f"{pid}.json")], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for pid in (0, 1)]
-    for p in procs:
-        out, _ = p.communicate(timeout=240)
-        assert p.returncode == 0, out[-3000:]
-    halves = [json.loads((tmp_path / f"{pid}.json").read_text()) for pid in (0, 1)]
+    from conftest import run_two_processes  # here: the workers import this module, not conftest
+    halves = run_two_processes(WORKER, tmp_path)
     single = take(train_batches(ArraySource(37), 8, mesh_of(4), seed=3), 5)
     for step, batch in enumerate(single):
         assert halves[0]["train"][step] == batch[:4]

@@ -1,11 +1,9 @@
 """Training system: sharded == single device, multi-process, crash-safe resume, outputs, errors."""
 
 import json
-import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import run_two_processes
 from tau_jax import data
 from tau_jax.config import base_config
 from tau_jax.data.pipeline import train_batches
@@ -177,30 +176,14 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
 def test_two_processes_train_like_one_device(dataset, one_device, tmp_path):
     config = tiny_config(dataset)
     data.prepare(config.data)  # prepared once, read by both processes
     cfg = tmp_path / "config.json"
     cfg.write_text(config.to_json())
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(pid),
-                               str(tmp_path / f"{pid}.json"), str(cfg)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for pid in (0, 1)]
-    for p in procs:
-        out, _ = p.communicate(timeout=400)
-        assert p.returncode == 0, out[-3000:]
     kernel = one_device[1]["translator"]["enc_0"]["block"]["mlp"]["fc1"]["kernel"]
-    for pid in (0, 1):
-        result = json.loads((tmp_path / f"{pid}.json").read_text())
+    for result in run_two_processes(WORKER, tmp_path, cfg):
         np.testing.assert_allclose(result["losses"], one_device[0], rtol=2e-5)
         np.testing.assert_allclose(np.asarray(result["kernel"]), kernel, atol=2e-5)
 
