@@ -175,3 +175,12 @@ def attention_base_config(name: str = "timesformer") -> ml_collections.ConfigDic
     config.model = attention_model_config(name)
     config.model.lock()
     return config
+
+
+def recurrent_base_config(name: str = "predrnn") -> ml_collections.ConfigDict:
+    """base_config() with recurrent_model_config(name) as its (locked) model section. The
+    `loss` section (TAU's DDR) is not used by this family: its loss is the model's own."""
+    config = base_config()
+    config.model = recurrent_model_config(name)
+    config.model.lock()
+    return config

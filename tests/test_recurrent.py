@@ -381,3 +381,91 @@ def test_call_errors(frames_shape, mask_shape, match, tiny_models):
     model, variables = tiny_models["predrnn"]
     with pytest.raises(ValueError, match=match):
         model.apply(variables, jnp.zeros(frames_shape), mask=jnp.zeros(mask_shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# Shipped config files
+# ----------------------------------------------------------------------------------------------
+
+CONFIG_FILES = [(ds, model) for ds in ("mmnist", "taxibj", "kth") for model in sorted(NAMES)]
+
+
+@pytest.mark.parametrize("dataset,model", CONFIG_FILES)
+def test_config_files_match_openstl(dataset, model):
+    """configs/<dataset>/<model>.py: OpenSTL's parameter count (shapes only, nothing allocated),
+    the dataset's frame counts and patch size, and the §6.7 learning rate / schedule."""
+    cfg = config.load_config_file(DATA.parents[1] / "configs" / dataset / f"{NAMES[model]}.py")
+    reference = json.loads((DATA / "param_flops.json").read_text())[f"{dataset}/{model}"]["params"]
+    assert cfg.model.name == NAMES[model]
+    assert param_count(cfg.model) == reference
+    in_shape, out_frames, p = DATASETS[dataset]
+    assert tuple(cfg.model.in_shape) == in_shape and cfg.model.out_frames == out_frames
+    assert (cfg.data.in_frames, cfg.data.out_frames) == (in_shape[0], out_frames)
+    assert cfg.model.patch_size == p and tuple(cfg.model.num_hidden) == (128,) * 4
+    lr = {"taxibj": {"PredRNN": 1e-4}, "kth": {}}.get(dataset, {}).get(
+        model, 1e-3 if dataset == "kth" else 5e-4)
+    assert cfg.optim.lr == lr
+    assert cfg.optim.sched == ("cosine" if dataset == "taxibj" else "onecycle")
+    assert cfg.model.reverse_scheduled_sampling == int(model == "PredRNNv2")
+    if model == "PredRNNv2":
+        assert cfg.model.decouple_beta == (0.01 if dataset == "kth" else 0.1)
+    with pytest.raises(AttributeError):  # the model section stays locked
+        cfg.model.hid_S = 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference at any horizon
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_model():
+    """T = 3 -> T' = 2 (so a rolled-on window mixes inputs and predictions), 8x8x1, patch 2."""
+    cfg = make_cfg("predrnn", out_frames=2)
+    return models.build(cfg), fake_variables(cfg, 7)
+
+
+def _inputs(seed, t=3):
+    return jnp.asarray(np.random.default_rng(seed).uniform(size=(2, t, 8, 8, 1)), jnp.float32)
+
+
+def test_rollout_horizons(tiny_models):
+    model, variables = tiny_models["predrnn"]  # T = T' = 3
+    x = _inputs(3)
+    own = np.asarray(model.apply(variables, x)[0][:, -3:])
+    np.testing.assert_array_equal(np.asarray(pr.rollout(model, variables, x, 3)), own)
+    np.testing.assert_array_equal(np.asarray(pr.rollout(model, variables, x, 2)), own[:, :2])
+    long = np.asarray(pr.rollout(model, variables, x, 8))  # 3 passes, the last one truncated
+    assert long.shape == (2, 8, 8, 8, 1) and np.all(np.isfinite(long))
+    np.testing.assert_array_equal(long[:, :3], own)
+    # pass 2 is the model's own prediction from its pass-1 frames, pass 3 from pass 2's
+    second = np.asarray(model.apply(variables, jnp.asarray(own))[0][:, -3:])
+    np.testing.assert_allclose(long[:, 3:6], second, rtol=0, atol=1e-6)
+    third = np.asarray(model.apply(variables, jnp.asarray(second))[0][:, -3:])
+    np.testing.assert_allclose(long[:, 6:], third[:, :2], rtol=0, atol=1e-6)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="horizon must be a positive int"):
+            pr.rollout(model, variables, x, bad)
+    with pytest.raises(ValueError, match="inputs must be"):
+        pr.rollout(model, variables, jnp.zeros((2, 6, 8, 8, 1)), 3)
+
+
+def test_rollout_window_and_causality(short_model):
+    model, variables = short_model  # T = 3, T' = 2
+    x = _inputs(4)
+    roll = jax.jit(lambda v, inp: pr.rollout(model, v, inp, 7))
+    base = np.asarray(roll(variables, x))
+    assert base.shape == (2, 7, 8, 8, 1)
+    # same frames whatever the horizon (jitted or not)
+    for h in (1, 3, 5):
+        np.testing.assert_allclose(np.asarray(pr.rollout(model, variables, x, h)), base[:, :h],
+                                   rtol=0, atol=1e-6)
+    # pass 2's window is the last T frames known: input frame 2 and the two pass-1 predictions
+    window = jnp.concatenate([x[:, 2:], jnp.asarray(base[:, :2])], axis=1)
+    np.testing.assert_allclose(base[:, 2:4], np.asarray(model.apply(variables, window)[0][:, -2:]),
+                               rtol=0, atol=1e-6)
+    # causality: a rolled-out frame depends on its own sample's inputs only (the other sample's
+    # frames do not move), and a change confined to the last input reaches every rolled-out frame
+    # (through the windows of predictions)
+    changed = np.asarray(roll(variables, x.at[1, 2].add(1.0)))
+    np.testing.assert_array_equal(changed[0], base[0])
+    assert all(not np.allclose(changed[1, k], base[1, k]) for k in range(7))

@@ -427,6 +427,44 @@ class PredRNNv2(PredRNN):
 
 
 # ----------------------------------------------------------------------------------------------
+# Inference at any horizon
+# ----------------------------------------------------------------------------------------------
+
+def rollout(model: RecurrentModel, variables, inputs, horizon: int):
+    """The `horizon` frames after `inputs` (B, T, H, W, C), for any horizon >= 1, in eval mode.
+
+    One pass of the model predicts its T' frames from the T inputs (pure autoregression after the
+    inputs, OpenSTL's test-time mask). horizon <= T' keeps the first `horizon` of them; a longer
+    horizon rolls on: the last T frames known so far (inputs or predictions, in time order)
+    become the next pass's inputs, and passes repeat until `horizon` frames exist, the surplus
+    of the last pass being dropped. So the first T' frames always equal the model's own T'
+    prediction, and frame k never depends on the horizon asked for.
+
+    Traceable: jit it with `horizon` static, e.g.
+    `jax.jit(functools.partial(rollout, model, horizon=20))(variables, inputs)`.
+    Returns (B, horizon, H, W, C) in the model's compute dtype.
+    """
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int (frames to predict after the inputs), "
+                         f"got {horizon!r}.")
+    t_in, h, w, c = (int(v) for v in model.in_shape)
+    t_out = int(model.out_frames)
+    if inputs.ndim != 5 or tuple(inputs.shape[1:]) != (t_in, h, w, c):
+        raise ValueError(f"inputs must be (B, {t_in}, {h}, {w}, {c}) (the T input frames, "
+                         f"channels-last), got {tuple(inputs.shape)}.")
+    window, preds, have = inputs, [], 0
+    while have < horizon:
+        next_frames, _ = model.apply(variables, window, train=False)
+        new = next_frames[:, -t_out:]
+        preds.append(new)
+        have += t_out
+        if have < horizon:  # the last T frames known so far, inputs or predictions
+            window = jnp.concatenate([window.astype(new.dtype), new], axis=1)[:, -t_in:]
+    out = preds[0] if len(preds) == 1 else jnp.concatenate(preds, axis=1)
+    return out[:, :horizon]
+
+
+# ----------------------------------------------------------------------------------------------
 # Config checks and builders (called by tau_jax.models.build)
 # ----------------------------------------------------------------------------------------------
 
@@ -524,4 +562,4 @@ def param_count_formula(in_channels: int, num_hidden: Sequence[int], filter_size
 __all__ = ["reshape_patch", "reshape_patch_back", "ss_eta", "rss_eta", "mask_length", "inference_mask",
            "sample_mask", "mask_from_config", "recurrent_loss", "decouple_term",
            "SpatioTemporalLSTMCell", "RecurrentModel", "PredRNN", "PredRNNv2", "build_predrnn",
-           "check_recurrent_config", "example_inputs", "parse_num_hidden"]
+           "check_recurrent_config", "example_inputs", "parse_num_hidden", "rollout"]
