@@ -17,7 +17,7 @@ import ml_collections
 def model_config() -> ml_collections.ConfigDict:
     """The `model` section: SimVP-family fields, named as in OpenSTL."""
     m = ml_collections.ConfigDict()
-    m.name = "tau"                    # family: 'tau', 'gsta' (SimVP v2) or 'incepu' (SimVP v1)
+    m.name = "tau"                    # 'tau', 'gsta' (SimVP v2), 'incepu' (v1), 'timesformer', 'tps'
     m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
     m.out_frames = 10                 # T', frames to predict; T' > T rolls the model out
     m.hid_S = 64                      # encoder/decoder width
@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.warmup_epoch = 0      # cosine only: linear warm-up epochs from warmup_lr
     config.optim.warmup_lr = 1e-5      # cosine only: learning rate at the start of warm-up
     config.optim.min_lr = 1e-6         # cosine only: final learning rate
-    config.optim.weight_decay = 0.0    # decoupled weight decay (0 in every OpenSTL config)
+    config.optim.weight_decay = 0.0    # adam: L2 added to the gradient (PyTorch Adam); adamw: decoupled; 0 in OpenSTL
     config.optim.clip_grad = 0.0       # global-norm gradient clipping, 0 = off
     config.optim.eps = 1e-8            # Adam epsilon (OpenSTL opt_eps None -> 1e-8)
     config.optim.betas = (0.9, 0.999)  # Adam (beta1, beta2); onecycle cycles beta1 0.95-0.85 instead
