@@ -26,6 +26,7 @@ import numpy as np
 import tqdm
 from flax import linen as nn
 from jax.experimental import multihost_utils
+from PIL import Image
 
 from tau_jax import data, losses, models
 from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
@@ -36,6 +37,7 @@ from tau_jax.train.checkpoint import Checkpointer, abstract_like
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
 from tau_jax.train.writer import MetricWriter
+from tau_jax.visualize import save_samples
 
 CONFIG_FILE = "config.json"
 
@@ -164,13 +166,13 @@ def make_train_step(model, config, tx, state_shardings, mesh):
             ema = optim.ema_update(ema, params, config.optim.ema_decay)
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, ema_params=ema)
-        return new, {"loss": loss, "grad_norm": optim_global_norm(grads)}
+        return new, {"loss": loss, "grad_norm": global_norm(grads)}
 
     return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
 
 
-def optim_global_norm(tree):
+def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
                         for x in jax.tree_util.tree_leaves(tree)))
 
@@ -258,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     batches = train_batches(train_source, config.data.batch_size, mesh, config.train.seed)
     save_config(config, workdir)
 
-    abstract, shardings, _ = state_template(config, tx, mesh)
+    abstract, shardings, make = state_template(config, tx, mesh)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
     restored = ckpt.restore_latest(abstract)
     if restored is not None:
@@ -266,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         batches.set_state(data_state)
         logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
     else:
-        state, shardings = init_state(config, tx, mesh)
+        state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
     step = int(state.step)
 
     train_step = make_train_step(model, config, tx, shardings, mesh)
@@ -283,9 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
         writer.scalars(step, metrics, "eval")
         if shown is not None and jax.process_index() == 0:
-            from tau_jax.visualize import save_samples
             png, _ = save_samples(*shown, workdir / "samples" / f"step_{step:08d}")
-            from PIL import Image
             writer.image(step, "eval/samples", np.asarray(Image.open(png).convert("RGB")))
         return metrics
 
@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
             count += 1
             last = step == total_steps
-            if step % config.train.log_every_steps == 0 or last or preemption.requested:
+            saving = step % ckpt_every == 0 or last or preemption.requested
+            if step % config.train.log_every_steps == 0 or saving:  # never save a NaN state
                 means = {k: float(v) / count for k, v in sums.items()}
                 if not np.isfinite(means["loss"]):
                     ckpt.wait()
@@ -315,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 sums, count = None, 0
             if step % eval_every == 0 or last:
                 last_eval = run_eval(step)
-            if step % ckpt_every == 0 or last or preemption.requested:
+            if saving:
                 val = last_eval.get("mse") if step % eval_every == 0 or last else None
                 ckpt.save(step, state, batches.get_state(), val)
             if preemption.requested:
