@@ -4,6 +4,11 @@
   Multi-host: `--coordinator_address HOST:PORT --num_processes N --process_id I`, or nothing on
   Cloud TPU (jax.distributed finds the pod).
 * `eval --workdir DIR`: OpenSTL metrics of the newest checkpoint, with the run's saved config.
+* `predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy [--gif]`: predictions
+  of the newest checkpoint for a .npy/.npz array ((N, T, H, W, C) or (T, H, W, C)), an image
+  folder or a video, in the input's units; `--gif` also writes OUT.png / OUT.gif.
+* `convert --from-openstl FILE.pth --config FILE --workdir DIR`: a workdir (config + step-0
+  checkpoint) from OpenSTL weights, for `eval` and `predict` (needs torch).
 * `summary --config FILE`: parameters and forward FLOPs of a config's model.
 * `data prepare NAME [--data_dir DIR] [--manual_dir DIR]` builds a dataset ahead of time;
   `data show NAME --out grid.png` writes a PNG grid of a few sequences; both take `--config FILE`
@@ -34,7 +39,15 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's index.")
 
-COMMANDS = ("train", "eval", "summary", "data")
+_INPUT = flags.DEFINE_string("input", None, "predict: .npy/.npz, image folder or video file.")
+_HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: .npy file to write.")
+_GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
+_GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict: sequences per batch.")
+_FROM_OPENSTL = flags.DEFINE_string("from_openstl", None, "convert: OpenSTL .pth file.")
+
+COMMANDS = ("train", "eval", "predict", "convert", "summary", "data")
 DATA_ACTIONS = ("prepare", "show")
 DATA_USAGE = ("usage: tau-jax data {prepare,show} NAME [--data_dir DIR] [--manual_dir DIR] "
               "[--out grid.png] [--split test] [--num 4] [--config FILE] [--config.data.x=y ...]")
@@ -88,6 +101,51 @@ def _eval(_):
     _print_scalars(evaluate(_WORKDIR.value))
 
 
+@_user_errors
+def _predict(_):
+    _quiet_libraries()
+    import numpy as np
+    from tau_jax import predict
+    if _HORIZON.value is None:
+        raise ValueError("--horizon is required (frames to predict).")
+    predictor = predict.load(_WORKDIR.value)
+    data = predictor.config.data
+    t, _, _, c = predictor.in_shape
+    custom = data.get("name") == "custom"
+    frames = predict.read_inputs(
+        _INPUT.value, t, c,
+        grayscale=_GRAYSCALE.value or bool(custom and data.get("custom_grayscale", False)),
+        resize=tuple(data.get("custom_resize", (0, 0))) if custom else (0, 0))
+    preds = predictor.predict(frames, _HORIZON.value, _BATCH_SIZE.value)
+    out = _OUTPUT.value
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.save(out, preds)
+    written = [out]
+    if _GIF.value:
+        from tau_jax.visualize import save_samples
+        blank = np.full_like(preds, frames.min())  # no ground truth: a blank target row
+        written += [str(p) for p in save_samples(frames, blank, preds,
+                                                 os.path.splitext(out)[0])]
+    print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
+          f"{predictor.step}; wrote {', '.join(written)}")
+
+
+@_user_errors
+def _convert(_):
+    _quiet_libraries()
+    from tau_jax import convert, predict
+    if not _FROM_OPENSTL.value:
+        raise ValueError("--from-openstl FILE.pth is required.")
+    if not os.path.exists(_FROM_OPENSTL.value):
+        raise FileNotFoundError(f"{_FROM_OPENSTL.value} does not exist.")
+    try:
+        state_dict = convert.load_pth(_FROM_OPENSTL.value)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    workdir = predict.convert_openstl(state_dict, _CONFIG.value, _WORKDIR.value)
+    print(f"converted {_FROM_OPENSTL.value} into {workdir} (step 0)")
+
+
 def _summary(_):
     from tau_jax.summary import summarize
     info = summarize(_CONFIG.value.model)
@@ -131,18 +189,23 @@ def main(argv=None):
               file=sys.stderr)
         sys.exit(2)
     command = argv.pop(1)
+    argv = [a.replace("--from-openstl", "--from_openstl", 1) if a.startswith("--from-openstl")
+            else a for a in argv]
     if command == "data":
         if not any(a in ("--config", "-config") or a.startswith(("--config=", "-config="))
                    for a in argv):
             # before any --config.x=y override, which config_flags parses after the file
             argv.insert(1, "--config=" + os.path.join(os.path.dirname(__file__), "data",
                                                       "default_config.py"))
-    if command in ("train", "summary"):
+    if command in ("train", "summary", "convert"):
         flags.mark_flag_as_required("config")
-    if command in ("train", "eval"):
+    if command in ("train", "eval", "predict", "convert"):
         flags.mark_flag_as_required("workdir")
-    app.run({"train": _train, "eval": _eval, "summary": _summary, "data": _data}[command],
-            argv=argv)
+    if command == "predict":
+        for name in ("input", "horizon", "output"):
+            flags.mark_flag_as_required(name)
+    app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
+             "summary": _summary, "data": _data}[command], argv=argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from conftest import run_two_processes
 from tau_jax import data
 from tau_jax.config import base_config
 from tau_jax.data.pipeline import train_batches
+from tau_jax.metrics import evaluate as evaluate_metrics
 from tau_jax.train import loop, optim, sharding
 from tau_jax.train.checkpoint import Checkpointer
 from tau_jax.train.sharding import make_mesh
@@ -109,6 +110,12 @@ def test_train_writes_checkpoints_tensorboard_and_samples(finished_run):
     assert (run / "samples" / "step_00000004.gif").exists()
     assert json.loads((run / "eval_metrics.json").read_text())["mse"] == pytest.approx(
         metrics["mse"])
+    # The copy-last-input-frame baseline is reported beside the model, with the same metrics.
+    source = data.get_source(config.data, "test")
+    clips = np.stack([source[i] for i in range(len(source))])
+    copy_last = evaluate_metrics(np.repeat(clips[:, 3:4], 4, axis=1), clips[:, 4:])
+    assert metrics["copy_last_mse"] == pytest.approx(copy_last["mse"], rel=1e-6)
+    assert metrics["copy_last_ssim"] == pytest.approx(copy_last["ssim"], rel=1e-6)
     # `evaluate` on the workdir reproduces the final metrics from the checkpoint.
     again = loop.evaluate(run)
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
@@ -157,6 +164,7 @@ WORKER = textwrap.dedent("""
     from jax.experimental import multihost_utils
     from tau_jax import data, models
     from tau_jax.data.pipeline import train_batches
+from tau_jax.metrics import evaluate as evaluate_metrics
     from tau_jax.train import loop, optim, sharding
     from tau_jax.train.sharding import make_mesh
     config = ml_collections.ConfigDict(json.load(open(cfg)))

@@ -187,21 +187,28 @@ def make_predict_step(model, config, mesh):
 
 
 def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0):
-    """OpenSTL metrics over the whole split (every sample once, across all processes), plus
-    the first `samples` (inputs, targets, predictions) in display units."""
-    acc = MetricAccumulator(tuple(config.data.metrics), mean=source.mean, std=source.std)
+    """OpenSTL metrics over the whole split (every sample once, across all processes), the same
+    metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
+    `samples` (inputs, targets, predictions) in display units."""
+    metric_names = tuple(config.data.metrics)
+    acc = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
+    baseline = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
     t = config.model.in_shape[0]
     shown = None
     for frames, mask in eval_batches(source, config.data.eval_batch_size, mesh):
         pred = predict_step(variables, frames)
         frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
                               for a in (frames, pred, mask))
-        acc.update(pred, frames[:, t:], mask=mask)
+        target = frames[:, t:]
+        acc.update(pred, target, mask=mask)
+        baseline.update(np.broadcast_to(frames[:, t - 1:t], target.shape), target, mask=mask)
         if shown is None and samples:
             k = min(samples, int(mask.sum()))
             raw = lambda a: a[:k] * source.std + source.mean  # noqa: E731
-            shown = (raw(frames[:, :t]), raw(frames[:, t:]), raw(pred))
-    return acc.result(per_frame=True), shown
+            shown = (raw(frames[:, :t]), raw(target), raw(pred))
+    metrics = acc.result(per_frame=True)
+    metrics.update({f"copy_last_{k}": v for k, v in baseline.result().items()})
+    return metrics, shown
 
 
 # ----------------------------------------------------------------------------------------------
