@@ -164,7 +164,6 @@ WORKER = textwrap.dedent("""
     from jax.experimental import multihost_utils
     from tau_jax import data, models
     from tau_jax.data.pipeline import train_batches
-from tau_jax.metrics import evaluate as evaluate_metrics
     from tau_jax.train import loop, optim, sharding
     from tau_jax.train.sharding import make_mesh
     config = ml_collections.ConfigDict(json.load(open(cfg)))
@@ -248,7 +247,7 @@ def test_sigterm_saves_a_checkpoint_before_exit(dataset, tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     steps = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()]
-    assert len(steps) == 1 and 0 < steps[0] < 10_000
+    assert len(steps) == 1 and 0 < steps[0] < 10_000, out[-2000:]
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path, caplog):

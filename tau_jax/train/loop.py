@@ -305,7 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
             count += 1
             last = step == total_steps
-            saving = step % ckpt_every == 0 or last or preemption.requested
+            stop = preemption.requested  # read once: the signal may arrive at any moment
+            saving = step % ckpt_every == 0 or last or stop
             if step % config.train.log_every_steps == 0 or saving:  # never save a NaN state
                 means = {k: float(v) / count for k, v in sums.items()}
                 if not np.isfinite(means["loss"]):
@@ -326,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if saving:
                 val = last_eval.get("mse") if step % eval_every == 0 or last else None
                 ckpt.save(step, state, batches.get_state(), val)
-            if preemption.requested:
+            if stop:
                 break
     progress.close()
     ckpt.close()
