@@ -31,7 +31,7 @@ def main():
     rows = []
     for path in sorted((ROOT / "configs").glob("*/*.py")):
         cfg = load_config_file(path).model
-        if cfg.name not in OPENSTL_NAME:
+        if path.stem not in OPENSTL_NAME:  # OpenSTL configs only (not e.g. quickstart.py)
             continue
         cfg.dw_impl = "lax"
         info = summarize(cfg)
