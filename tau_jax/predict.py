@@ -248,22 +248,14 @@ def load(workdir: str | os.PathLike, normalisation: dict | None = None) -> Predi
     (EMA weights when the run kept them). `normalisation` ({'sub', 'div'}) overrides the saved
     or derived constants."""
     from tau_jax.train import loop
-    from tau_jax.train.checkpoint import Checkpointer
     workdir = pathlib.Path(workdir)
     config = loop.load_config(workdir)
     if not _has_checkpoints(workdir):
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train "
                                 f"(`tau-jax train`) or convert (`tau-jax convert`) into {workdir} "
                                 "first.")
-    abstract, _ = _template(config)
-    ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.manager.close()
-    if restored is None:
-        raise FileNotFoundError(f"no readable checkpoint in {workdir / 'checkpoints'}.")
-    step, state, _ = restored
+    from tau_jax.train.sharding import make_mesh
+    step, state = loop.restore_state(config, workdir, make_mesh((1, 1), jax.devices()[:1]))
     variables = state.eval_variables(bool(config.optim.ema_decay))
     return Predictor(config, variables, step, workdir, normalisation)
 

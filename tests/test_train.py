@@ -82,10 +82,7 @@ def cli(*args, **kwargs):
 
 def final_params(workdir, config):
     """Parameters of the newest checkpoint in workdir, as numpy arrays."""
-    mesh = make_mesh((1, 1), jax.devices()[:1])
-    tx, _ = optim.create_optimizer(config.optim, 2, config.train.epochs)
-    step, state, _ = Checkpointer(workdir, 3).restore_latest(
-        loop.state_template(config, tx, mesh)[0])
+    step, state = loop.restore_state(config, workdir, make_mesh((1, 1), jax.devices()[:1]))
     return step, jax.tree_util.tree_map(np.asarray, state.params)
 
 

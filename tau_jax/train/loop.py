@@ -348,17 +348,25 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def restore_state(config, workdir: str | os.PathLike, mesh) -> tuple[int, TrainState]:
+    """(step, state) of the newest readable checkpoint in `workdir`, placed on `mesh`."""
+    tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
+    ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
+    try:
+        restored = ckpt.restore_latest(state_template(config, tx, mesh)[0])
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}.")
+    return restored[0], restored[1]
+
+
 def evaluate(workdir: str | os.PathLike, config=None) -> dict:
     """Metrics of the newest checkpoint in `workdir` over the evaluation split."""
     config = config or load_config(workdir)
     model = models.build(config.model)
     mesh = make_mesh(config.train.mesh)
-    tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
-    restored = Checkpointer(workdir, config.train.keep_checkpoints).restore_latest(
-        state_template(config, tx, mesh)[0])
-    if restored is None:
-        raise FileNotFoundError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}.")
-    step, state, _ = restored
+    step, state = restore_state(config, workdir, mesh)
     source = data.get_source(config.data, config.data.eval_split)
     check_source_matches_model(source, config.model)
     metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
