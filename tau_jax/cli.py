@@ -10,6 +10,9 @@
 * `convert --from-openstl FILE.pth --config FILE --workdir DIR`: a workdir (config + step-0
   checkpoint) from OpenSTL weights, for `eval` and `predict` (needs torch).
 * `summary --config FILE`: parameters and forward FLOPs of a config's model.
+* `benchmark --config FILE [--precision fp32|bf16] [--batch N] [--openstl PATH] [--output F.json]`:
+  train/inference throughput, compile time, memory and MFU (tau_jax/benchmark.py); with
+  `--openstl` also OpenSTL's PyTorch model in the same run, and the ratios.
 * `data prepare NAME [--data_dir DIR] [--manual_dir DIR]` builds a dataset ahead of time;
   `data show NAME --out grid.png` writes a PNG grid of a few sequences; both take `--config FILE`
   and `--config.data.x=y` overrides, the base config when no file is given.
@@ -41,13 +44,29 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's in
 
 _INPUT = flags.DEFINE_string("input", None, "predict: .npy/.npz, image folder or video file.")
 _HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
-_OUTPUT = flags.DEFINE_string("output", None, "predict: .npy file to write.")
+_OUTPUT = flags.DEFINE_string("output", None,
+                               "predict: .npy file to write; benchmark: JSON file to write.")
 _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict: sequences per batch.")
 _FROM_OPENSTL = flags.DEFINE_string("from_openstl", None, "convert: OpenSTL .pth file.")
 
-COMMANDS = ("train", "eval", "predict", "convert", "summary", "data")
+_PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"],
+                               "benchmark: fp32, or bf16 compute with float32 parameters.")
+_BATCH = flags.DEFINE_integer("batch", None, "benchmark: training batch (default: the config's).")
+_INFER_BATCH = flags.DEFINE_integer("infer_batch", None,
+                                    "benchmark: inference batch (default: OpenSTL's 100 or 10).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "benchmark: timed repeats (the median is reported).")
+_STEPS = flags.DEFINE_integer("steps", 10, "benchmark: train steps per timed repeat.")
+_INFER_STEPS = flags.DEFINE_integer("infer_steps", None,
+                                    "benchmark: forward passes per repeat (default: --steps).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "benchmark: untimed calls before the repeats.")
+_OPENSTL = flags.DEFINE_string("openstl", None,
+                               "benchmark: path of an OpenSTL checkout to run side by side.")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
+                                  "benchmark: device peak TFLOP/s for MFU (default: known GPUs/TPUs).")
+
+COMMANDS = ("train", "eval", "predict", "convert", "summary", "benchmark", "data")
 DATA_ACTIONS = ("prepare", "show")
 DATA_USAGE = ("usage: tau-jax data {prepare,show} NAME [--data_dir DIR] [--manual_dir DIR] "
               "[--out grid.png] [--split test] [--num 4] [--config FILE] [--config.data.x=y ...]")
@@ -152,6 +171,20 @@ def _summary(_):
     print(json.dumps(info, indent=2))
 
 
+@_user_errors
+def _benchmark(_):
+    _quiet_libraries()
+    from tau_jax import benchmark
+    result = benchmark.run(_CONFIG.value, _PRECISION.value, _BATCH.value, _REPEATS.value,
+                           _STEPS.value, _WARMUP.value, _INFER_BATCH.value, _INFER_STEPS.value,
+                           _OPENSTL.value, _PEAK_TFLOPS.value)
+    print(benchmark.summary_line(result))
+    if _OUTPUT.value:
+        print(f"wrote {benchmark.write(result, _OUTPUT.value)}")
+    else:
+        print(json.dumps(result, indent=2))
+
+
 def _data(argv):
     from tau_jax import data
     args = argv[1:]
@@ -197,7 +230,7 @@ def main(argv=None):
             # before any --config.x=y override, which config_flags parses after the file
             argv.insert(1, "--config=" + os.path.join(os.path.dirname(__file__), "data",
                                                       "default_config.py"))
-    if command in ("train", "summary", "convert"):
+    if command in ("train", "summary", "convert", "benchmark"):
         flags.mark_flag_as_required("config")
     if command in ("train", "eval", "predict", "convert"):
         flags.mark_flag_as_required("workdir")
@@ -205,7 +238,7 @@ def main(argv=None):
         for name in ("input", "horizon", "output"):
             flags.mark_flag_as_required(name)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
-             "summary": _summary, "data": _data}[command], argv=argv)
+             "summary": _summary, "benchmark": _benchmark, "data": _data}[command], argv=argv)
 
 
 if __name__ == "__main__":

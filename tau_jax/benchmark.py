@@ -1,0 +1,278 @@
+"""`tau-jax benchmark`: training and inference throughput, compile time, memory and MFU.
+
+Definitions (the same for our model and the OpenSTL peer):
+* train throughput: sequences/s of full optimiser steps (the jitted, state-donating step of
+  `train.loop`: forward, loss, backward, optax update) on a fixed device-resident batch of
+  uniform noise, so the input pipeline is not part of it (experiments/pipeline_bench.py times it);
+* inference throughput: OpenSTL's FPS definition, sequences (not frames) per second of eval-mode
+  forward passes at batch 100 (10 when max(H, W) >= 128);
+* each figure: `warmup` calls dropped, then `repeats` timings of `steps` calls, median reported
+  (all repeats kept in the JSON); the clock stops after `block_until_ready`, once per repeat, so
+  no host sync sits inside the timed loop;
+* compile time: `jit(...).lower(...).compile()` wall time of each step;
+* memory: the device's `peak_bytes_in_use` where the backend reports it (GPU/TPU), and XLA's
+  static estimate (arguments + outputs + temporaries - aliased) of each compiled step;
+* MFU: XLA cost-analysis FLOPs of one compiled train step x steps/s / the device's dense peak for
+  the compute dtype (table below; `peak_tflops` overrides, e.g. for CPUs, where none is known).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from tau_jax import models
+from tau_jax.data.pipeline import batch_sharding
+from tau_jax.train import loop, optim
+from tau_jax.train.sharding import make_mesh
+
+# Dense peak TFLOP/s per device from the vendors' datasheets: (device_kind substring, dtype).
+# float32 on NVIDIA Ampere and later is TF32 tensor-core math, XLA:GPU's default for f32 convs and
+# dots (`jax_default_matmul_precision` unset); the table gives that peak.
+PEAK_TFLOPS = {
+    ("H200", "bfloat16"): 989.4, ("H200", "float32"): 494.7,
+    ("H100", "bfloat16"): 989.4, ("H100", "float32"): 494.7,  # SXM; PCIe is 756 / 378
+    ("A100", "bfloat16"): 312.0, ("A100", "float32"): 156.0,
+    ("V100", "bfloat16"): 125.0, ("V100", "float32"): 15.7,   # V100: fp16 tensor cores
+    ("TPU v6", "bfloat16"): 918.0, ("TPU v5p", "bfloat16"): 459.0,
+    ("TPU v5 lite", "bfloat16"): 197.0, ("TPU v4", "bfloat16"): 275.0,
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+def provenance(argv=None) -> dict:
+    """Machine, versions, commit, date and command of a result."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True,
+                                cwd=pathlib.Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    device = jax.devices()[0]
+    argv = sys.argv if argv is None else argv
+    return {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join([pathlib.Path(argv[0]).name] + list(argv[1:])),
+        "commit": commit,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "device": f"{device.platform}: {device.device_kind}",
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def peak_tflops(dtype: str, device=None) -> float | None:
+    kind = (device or jax.devices()[0]).device_kind
+    for (name, dt), value in PEAK_TFLOPS.items():
+        if name in kind and dt == dtype:
+            return value
+    return None
+
+
+def inference_batch(in_shape) -> int:
+    """OpenSTL's `measure_throughput` batch: 100, or 10 for frames of 128 pixels or more."""
+    return 100 if max(int(in_shape[1]), int(in_shape[2])) < 128 else 10
+
+
+def _timed(fn, warmup: int, repeats: int, steps: int) -> list[float]:
+    """Seconds per call of each repeat of `steps` calls of `fn` (which returns arrays)."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - start) / steps)
+    return times
+
+
+def _flops(compiled) -> float | None:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def _static_bytes(compiled) -> int | None:
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return None
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+               - mem.alias_size_in_bytes)
+
+
+def _device_peak_bytes() -> int | None:
+    stats = jax.local_devices()[0].memory_stats()
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def check_request(config, precision: str, batch: int, repeats: int, steps: int) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}.")
+    for name, value in (("--batch", batch), ("--repeats", repeats), ("--steps", steps)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}.")
+    if batch % jax.device_count():
+        raise ValueError(f"--batch {batch} is not divisible by the {jax.device_count()} devices.")
+    if config.model.dtype != "float32" or config.model.param_dtype != "float32":
+        raise ValueError("benchmark sets the compute dtype from --precision; leave model.dtype "
+                         "and model.param_dtype at 'float32'.")
+
+
+def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
+                 infer_steps: int) -> dict:
+    """Our train and predict steps for `config` (its model.dtype already set)."""
+    mesh = make_mesh((-1, 1))
+    model = models.build(config.model)
+    mc = config.model
+    t, h, w, c = (int(v) for v in mc.in_shape)
+    tx, _ = optim.create_optimizer(config.optim, steps_per_epoch=1000, epochs=1000)
+    state, shardings = loop.init_state(config, tx, mesh)
+    train_step = loop.make_train_step(model, config, tx, shardings, mesh)
+    predict_step = loop.make_predict_step(model, config, mesh)
+
+    def noise(n, seed):
+        frames = jax.random.uniform(jax.random.key(seed), (n, t + mc.out_frames, h, w, c))
+        return jax.device_put(frames, batch_sharding(mesh))
+
+    train_frames, infer_frames = noise(batch, 1), noise(infer_batch, 2)
+    start = time.perf_counter()
+    train_compiled = train_step.lower(state, train_frames).compile()
+    train_compile_s = time.perf_counter() - start
+    variables = state.eval_variables(False)
+    start = time.perf_counter()
+    predict_compiled = predict_step.lower(variables, infer_frames).compile()
+    predict_compile_s = time.perf_counter() - start
+
+    holder = {"state": state}
+
+    def one_train_step():
+        holder["state"], metrics = train_compiled(holder["state"], train_frames)
+        return metrics["loss"]
+
+    train = _timed(one_train_step, warmup, repeats, steps)
+    loss = float(jax.device_get(one_train_step()))
+    if not jnp.isfinite(loss):
+        raise FloatingPointError(f"the benchmark's train step produced a non-finite loss "
+                                 f"({loss}); the timing would be meaningless.")
+    train_peak = _device_peak_bytes()
+    variables = holder["state"].eval_variables(False)
+    infer = _timed(lambda: predict_compiled(variables, infer_frames), warmup, repeats,
+                   infer_steps)
+    train_flops = _flops(train_compiled)
+    dtype = str(mc.dtype)
+    peak = peak_tflops(dtype)
+    steps_per_s = 1.0 / statistics.median(train)
+    return {
+        "framework": f"jax {jax.__version__}",
+        "device": jax.devices()[0].device_kind,
+        "precision": dtype if dtype == "float32" else f"{dtype} compute, float32 parameters",
+        "params": models.count_params(holder["state"].params),
+        "train_step_s": train,
+        "train_seq_per_s": batch * steps_per_s,
+        "infer_pass_s": infer,
+        "infer_seq_per_s": infer_batch / statistics.median(infer),
+        "train_compile_s": train_compile_s,
+        "infer_compile_s": predict_compile_s,
+        "train_peak_bytes": train_peak,
+        "peak_bytes_after_infer": _device_peak_bytes(),
+        "train_static_bytes": _static_bytes(train_compiled),
+        "infer_static_bytes": _static_bytes(predict_compiled),
+        "train_step_flops": train_flops,
+        "infer_pass_flops": _flops(predict_compiled),
+        "achieved_tflops": train_flops * steps_per_s / 1e12 if train_flops else None,
+        "peak_tflops": peak,
+        "mfu": train_flops * steps_per_s / (peak * 1e12) if train_flops and peak else None,
+        "final_loss": loss,
+    }
+
+
+def run(config, precision: str = "fp32", batch: int | None = None, repeats: int = 5,
+        steps: int = 10, warmup: int = 2, infer_batch: int | None = None,
+        infer_steps: int | None = None, openstl: str | None = None,
+        peak: float | None = None, argv=None) -> dict:
+    """Benchmark `config` (a ConfigDict, not modified); with `openstl` (a checkout path) also
+    OpenSTL's torch model in the same process and the ratios ours / OpenSTL."""
+    config = config.copy_and_resolve_references()
+    batch = batch or config.data.batch_size
+    infer_batch = infer_batch or inference_batch(config.model.in_shape)
+    infer_steps = infer_steps or steps
+    check_request(config, precision, batch, repeats, steps)
+    if infer_batch % jax.device_count():
+        raise ValueError(f"--infer_batch {infer_batch} is not divisible by the "
+                         f"{jax.device_count()} devices.")
+    peer = None
+    if openstl:  # build it first: a bad path or model fails before any compiling
+        from tau_jax import openstl_peer
+        peer = openstl_peer.Peer(config, openstl, precision)
+    with config.unlocked():
+        config.model.dtype = "bfloat16" if precision == "bf16" else "float32"
+        config.data.batch_size = batch
+    ours = measure_ours(config, batch, infer_batch, warmup, repeats, steps, infer_steps)
+    if peak:
+        ours["peak_tflops"] = peak
+        ours["mfu"] = ours["achieved_tflops"] / peak if ours["achieved_tflops"] else None
+    result = {
+        "provenance": provenance(argv),
+        "config": {"model": config.model.name, "in_shape": list(config.model.in_shape),
+                   "out_frames": config.model.out_frames, "batch": batch,
+                   "infer_batch": infer_batch, "precision": precision, "warmup": warmup,
+                   "repeats": repeats, "steps": steps, "infer_steps": infer_steps,
+                   "dw_impl": config.model.get("dw_impl")},
+        "tau_jax": ours,
+    }
+    if peer is not None:
+        theirs = peer.measure(batch, infer_batch, warmup, repeats, steps, infer_steps)
+        if ours["train_step_flops"]:
+            theirs["mfu"] = (ours["train_step_flops"] * theirs["train_seq_per_s"] / batch
+                             / (ours["peak_tflops"] * 1e12)) if ours["peak_tflops"] else None
+        result["openstl"] = theirs
+        result["ratio"] = {
+            "train": ours["train_seq_per_s"] / theirs["train_seq_per_s"],
+            "infer": ours["infer_seq_per_s"] / theirs["infer_seq_per_s"],
+        }
+        if ours["params"] != theirs["params"]:
+            result["warning"] = (f"parameter counts differ: ours {ours['params']:,}, OpenSTL "
+                                 f"{theirs['params']:,}")
+    return result
+
+
+def write(result: dict, path) -> pathlib.Path:
+    """Write `result` as JSON to `path` (atomically: a temporary file renamed into place)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def summary_line(result: dict) -> str:
+    ours = result["tau_jax"]
+    cfg = result["config"]
+    parts = [f"{cfg['model']} {cfg['precision']} batch {cfg['batch']}: train "
+             f"{ours['train_seq_per_s']:.2f} seq/s, infer {ours['infer_seq_per_s']:.2f} seq/s "
+             f"(batch {cfg['infer_batch']}), compile {ours['train_compile_s']:.1f} s"]
+    if ours["mfu"] is not None:
+        parts.append(f"MFU {100 * ours['mfu']:.1f}%")
+    if "ratio" in result:
+        theirs = result["openstl"]
+        parts.append(f"OpenSTL ({theirs['precision']}) train {theirs['train_seq_per_s']:.2f}, "
+                     f"infer {theirs['infer_seq_per_s']:.2f} seq/s; ratio train "
+                     f"{result['ratio']['train']:.2f}x, infer {result['ratio']['infer']:.2f}x")
+    return "; ".join(parts)

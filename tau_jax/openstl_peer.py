@@ -1,0 +1,226 @@
+"""OpenSTL's PyTorch models, timed on the same config, batch and precision as ours.
+
+The peer is OpenSTL itself, read from a checkout the user points to (`--openstl PATH`; never
+vendored). Only its model files are imported: OpenSTL's package `__init__` files pull in its
+trainer (Lightning, OpenCV, ...), which a timing of the model does not need, so `openstl` and
+`openstl.models` are registered as bare namespace packages first. What runs around the model is
+what OpenSTL's methods do per step, written from its documented behaviour (reference spec):
+SimVP family: `MSE + alpha * DDR` (TAU's DDR only when alpha > 0), Adam + OneCycle stepped per
+batch; PredRNN family: space-to-depth patches, a scheduled-sampling mask, the model's own loss.
+Precision 'bf16' means PyTorch AMP: float16 autocast with a GradScaler on CUDA (Lightning's
+'16-mixed', OpenSTL's `--fp16`), bfloat16 autocast on CPU (the only CPU autocast type).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import statistics
+import sys
+import time
+import types
+
+SIMVP_TYPES = {"tau": "tau", "gsta": "gSTA", "incepu": "incepu"}
+RECURRENT_MODELS = {"predrnn": ("predrnn_model", "PredRNN_Model"),
+                    "predrnnv2": ("predrnnv2_model", "PredRNNv2_Model"),
+                    "convlstm": ("convlstm_model", "ConvLSTM_Model")}
+
+
+def model_module(model_config, path) -> tuple[str, str]:
+    """(module, class) of OpenSTL's counterpart of `model_config`, checked to exist in `path`."""
+    name = model_config.name
+    if name in SIMVP_TYPES:
+        module, cls = "simvp_model", "SimVP_Model"
+    elif name in RECURRENT_MODELS:
+        module, cls = RECURRENT_MODELS[name]
+    else:
+        raise ValueError(f"model.name = {name!r} has no OpenSTL counterpart to compare with "
+                         f"(OpenSTL has {sorted([*SIMVP_TYPES, *RECURRENT_MODELS])}).")
+    if not (pathlib.Path(path).expanduser() / "openstl" / "models" / f"{module}.py").is_file():
+        raise FileNotFoundError(f"--openstl {path} is not an OpenSTL checkout (no "
+                                f"openstl/models/{module}.py); clone "
+                                "https://github.com/chengtan9907/OpenSTL and pass its path.")
+    return module, cls
+
+
+def import_openstl_module(path, module: str):
+    """`openstl.models.<module>` from the checkout at `path`, without OpenSTL's trainer."""
+    root = pathlib.Path(path).expanduser().resolve() / "openstl"
+    for name, folder in (("openstl", root), ("openstl.models", root / "models")):
+        package = sys.modules.get(name)
+        if package is None or list(getattr(package, "__path__", [])) != [str(folder)]:
+            package = types.ModuleType(name)
+            package.__path__ = [str(folder)]
+            sys.modules[name] = package
+    return importlib.import_module(f"openstl.models.{module}")
+
+
+def build_model(model_config, path):
+    """OpenSTL's torch model for one of our model configs."""
+    mc = model_config
+    module, name = model_module(mc, path)
+    cls = getattr(import_openstl_module(path, module), name)
+    t, h, w, c = (int(v) for v in mc.in_shape)
+    if mc.name in SIMVP_TYPES:
+        return cls((t, c, h, w), hid_S=mc.hid_S, hid_T=mc.hid_T, N_S=mc.N_S, N_T=mc.N_T,
+                   model_type=SIMVP_TYPES[mc.name], mlp_ratio=mc.mlp_ratio, drop=mc.drop,
+                   drop_path=mc.drop_path, spatio_kernel_enc=mc.spatio_kernel_enc,
+                   spatio_kernel_dec=mc.spatio_kernel_dec)
+    configs = types.SimpleNamespace(
+        in_shape=(t, c, h, w), patch_size=mc.patch_size, filter_size=mc.filter_size,
+        stride=mc.stride, layer_norm=mc.layer_norm, pre_seq_length=t,
+        aft_seq_length=mc.out_frames, total_length=t + mc.out_frames,
+        reverse_scheduled_sampling=mc.reverse_scheduled_sampling,
+        decouple_beta=mc.get("decouple_beta", 0.0))
+    return cls(len(mc.num_hidden), list(mc.num_hidden), configs)
+
+
+def ddr(pred, target, tau: float = 0.1, eps: float = 1e-12):
+    """TAU's differential divergence regularisation in torch (reference spec section 2)."""
+    import torch
+    if pred.shape[1] <= 2:
+        return pred.new_zeros(())
+    d_pred = (pred[:, 1:] - pred[:, :-1]).flatten(2)
+    d_true = (target[:, 1:] - target[:, :-1]).flatten(2)
+    p = torch.softmax(d_pred / tau, dim=-1)
+    q = torch.softmax(d_true / tau, dim=-1)
+    return (p * torch.log(p / (q + eps) + eps)).mean()
+
+
+def _patches(frames, p: int):
+    """(B, T, H, W, C) -> (B, T, H/p, W/p, p*p*C), OpenSTL's reshape_patch layout."""
+    b, t, h, w, c = frames.shape
+    x = frames.reshape(b, t, h // p, p, w // p, p, c).permute(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, t, h // p, w // p, p * p * c)
+
+
+class Peer:
+    """One OpenSTL model with its training step and OpenSTL-style inference timing."""
+
+    def __init__(self, config, path, precision: str, device: str | None = None):
+        model_module(config.model, path)  # a bad path or model fails before torch loads
+        try:
+            import torch
+        except ImportError:
+            raise ValueError("--openstl needs PyTorch and timm: "
+                             "pip install 'tau-jax[openstl]'.") from None
+        self.torch = torch
+        self.config = config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = build_model(config.model, path).to(self.device)
+        self.recurrent = config.model.name in RECURRENT_MODELS
+        self.amp = precision == "bf16"
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and
+                                           self.device.type == "cuda")
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=config.optim.lr,
+                                                         total_steps=10 ** 6)
+
+    @property
+    def precision(self) -> str:
+        return f"amp {str(self.amp_dtype).split('.')[-1]}" if self.amp else "float32"
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def batch(self, size: int):
+        """Random inputs in the layout OpenSTL's data loaders hand its methods: (x, y) as
+        contiguous (B, T, C, H, W) for SimVP; patched channels-last (B, T+T', H/p, W/p, p*p*C)
+        and a scheduled-sampling mask for the recurrent models."""
+        mc = self.config.model
+        t, h, w, c = (int(v) for v in mc.in_shape)
+        frames = self.torch.rand(size, t + mc.out_frames, c, h, w, device=self.device)
+        if self.recurrent:
+            return _patches(frames.permute(0, 1, 3, 4, 2), mc.patch_size).contiguous()
+        return frames[:, :t].contiguous(), frames[:, t:].contiguous()
+
+    def _mask(self, batch: int, train: bool):
+        mc = self.config.model
+        t, h, w, c = (int(v) for v in mc.in_shape)
+        p = mc.patch_size
+        length = t + mc.out_frames - 2 if mc.reverse_scheduled_sampling else mc.out_frames - 1
+        fill = self.torch.ones if train else self.torch.zeros
+        mask = fill(batch, length, h // p, w // p, p * p * c, device=self.device)
+        if not train and mc.reverse_scheduled_sampling:
+            mask[:, :t - 1] = 1.0
+        return mask
+
+    def _autocast(self):
+        return self.torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
+    def train_step(self, batch):
+        """One optimiser step on a `batch()` as OpenSTL's methods run it."""
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            if self.recurrent:
+                _, loss = self.model(batch, self._mask(batch.shape[0], True))
+            else:
+                x, y = batch
+                pred = self.model(x)
+                loss = self.torch.nn.functional.mse_loss(pred, y)
+                if self.config.loss.alpha:
+                    loss = loss + self.config.loss.alpha * ddr(pred.float(), y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return loss
+
+    def forward(self, batch):
+        with self.torch.no_grad(), self._autocast():
+            if self.recurrent:
+                mask = self._mask(batch.shape[0], False)
+                return self.model(batch, mask, return_loss=False)[0]
+            return self.model(batch[0])
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def _timed(self, fn, warmup: int, repeats: int, steps: int) -> list[float]:
+        """Seconds per call of each repeat of `steps` calls, after `warmup` calls."""
+        for _ in range(warmup):
+            fn()
+        self._sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            self._sync()
+            times.append((time.perf_counter() - start) / steps)
+        return times
+
+    def _peak(self):
+        if self.device.type != "cuda":
+            return None
+        peak = self.torch.cuda.max_memory_allocated(self.device)
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+        return int(peak)
+
+    def measure(self, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
+                infer_steps: int) -> dict:
+        train_batch, infer_batch_ = self.batch(batch), self.batch(infer_batch)
+        if self.device.type == "cuda":
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+        train = self._timed(lambda: self.train_step(train_batch), warmup, repeats, steps)
+        train_peak = self._peak()
+        self.model.eval()
+        infer = self._timed(lambda: self.forward(infer_batch_), warmup, repeats, infer_steps)
+        infer_peak = self._peak()
+        return {
+            "framework": f"torch {self.torch.__version__}",
+            "device": (self.torch.cuda.get_device_name(self.device)
+                       if self.device.type == "cuda" else "cpu"),
+            "precision": self.precision,
+            "params": self.num_params(),
+            "train_step_s": train,
+            "train_seq_per_s": batch / statistics.median(train),
+            "infer_pass_s": infer,
+            "infer_seq_per_s": infer_batch / statistics.median(infer),
+            "train_peak_bytes": train_peak,
+            "infer_peak_bytes": infer_peak,
+            "threads": self.torch.get_num_threads(),
+        }
