@@ -27,6 +27,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.spatio_kernel_enc = 3           # encoder conv kernel size
     m.spatio_kernel_dec = 3           # decoder conv kernel size
     m.mlp_ratio = 8.0                 # MixMlp hidden width / block width (TAU, gSTA)
+    m.tau_ablation = "none"           # TAU paper ablations: 'none', 'no_sa', 'no_da', 'conv_baseline'
     m.drop = 0.0                      # dropout inside MixMlp
     m.drop_path = 0.0                 # stochastic depth of the last translator block
     m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)

@@ -22,7 +22,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 # name -> function(model_config, dtype=..., param_dtype=...) -> translator module
 SIMVP_TRANSLATORS: dict[str, Callable[..., nn.Module]] = {
-    "tau": tau.translator,
+    "tau": tau.translator,                  # checks its own field (tau.ablation_of)
     "gsta": gsta.translator,
     "incepu": incepu.translator,
     "timesformer": timesformer.translator,  # checks its own fields (timesformer.check_config)
@@ -82,6 +82,9 @@ def _check_simvp(cfg) -> None:
     if cfg.drop_path_schedule not in ("openstl", "linear"):
         raise ValueError("model.drop_path_schedule must be 'openstl' or 'linear', got "
                          f"{cfg.drop_path_schedule!r}.")
+    if cfg.name != "tau" and cfg.get("tau_ablation", "none") != "none":
+        raise ValueError(f"model.tau_ablation applies to model.name 'tau' only, got "
+                         f"{cfg.tau_ablation!r} with {cfg.name!r}; set it to 'none'.")
     if not 0.0 <= cfg.drop_path < 1.0 or not 0.0 <= cfg.drop < 1.0:
         raise ValueError(f"model.drop and model.drop_path must lie in [0, 1), got "
                          f"{cfg.drop} and {cfg.drop_path}.")

@@ -81,7 +81,8 @@ class MixMlp(nn.Module):
 
 
 class MetaSubBlock(nn.Module):
-    """One translator block at constant width; `attention` is the block's token mixer."""
+    """One translator block at constant width; `attention` is the block's token mixer.
+    `mlp_ratio` 0 leaves out the MixMlp half (TAU's conv-baseline ablation)."""
 
     attention: Callable[..., nn.Module]
     mlp_ratio: float = 8.0
@@ -98,12 +99,14 @@ class MetaSubBlock(nn.Module):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         ls_init = nn.initializers.constant(self.layer_scale_init)
         ls1 = self.param("layer_scale_1", ls_init, (d,), self.param_dtype)
-        ls2 = self.param("layer_scale_2", ls_init, (d,), self.param_dtype)
         drop_path = DropPath(self.drop_path)
 
         y = BatchNorm(use_running_average=not train, name="norm1", **dt)(x)
         y = self.attention(name="attn", **dt)(y)
         x = x + drop_path(ls1.astype(y.dtype) * y, train)
+        if not self.mlp_ratio:
+            return x
+        ls2 = self.param("layer_scale_2", ls_init, (d,), self.param_dtype)
         y = BatchNorm(use_running_average=not train, name="norm2", **dt)(x)
         y = MixMlp(int(d * self.mlp_ratio), self.drop, self.dw_impl, name="mlp", **dt)(y, train)
         return x + drop_path(ls2.astype(y.dtype) * y, train)
@@ -155,8 +158,11 @@ class MetaTranslator(nn.Module):
         return x.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
 
 
-def metaformer_from_config(attention: Callable[..., nn.Module], cfg, **dtypes) -> MetaTranslator:
-    """A MetaTranslator with `attention` as token mixer and the rest from a model config."""
-    return MetaTranslator(attention, hid_T=cfg.hid_T, N_T=cfg.N_T, mlp_ratio=cfg.mlp_ratio,
+def metaformer_from_config(attention: Callable[..., nn.Module], cfg, mlp_ratio: float | None = None,
+                           **dtypes) -> MetaTranslator:
+    """A MetaTranslator with `attention` as token mixer and the rest from a model config
+    (`mlp_ratio` overrides the config's)."""
+    mlp_ratio = cfg.mlp_ratio if mlp_ratio is None else mlp_ratio
+    return MetaTranslator(attention, hid_T=cfg.hid_T, N_T=cfg.N_T, mlp_ratio=mlp_ratio,
                           drop=cfg.drop, drop_path=cfg.drop_path,
                           drop_path_schedule=cfg.drop_path_schedule, dw_impl=cfg.dw_impl, **dtypes)
