@@ -13,12 +13,19 @@ Definitions (the same for our model and the OpenSTL peer):
 * memory: the device's `peak_bytes_in_use` where the backend reports it (GPU/TPU), and XLA's
   static estimate (arguments + outputs + temporaries - aliased) of each compiled step;
 * MFU: XLA cost-analysis FLOPs of one compiled train step x steps/s / the device's dense peak for
-  the compute dtype (table below; `peak_tflops` overrides, e.g. for CPUs, where none is known).
+  the compute dtype (table below; `peak_tflops` overrides, e.g. for CPUs, where none is known);
+* breakdown (opt-in, two more compiles): the same timing for the train-mode forward + loss alone
+  and for forward + backward, so that step = forward + backward + optimiser update splits;
+* profile (opt-in): a jax.profiler trace of one timed repeat (TensorBoard / Perfetto), and the
+  device time per XLA operation kind read from its Perfetto JSON.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
+import functools
+import gzip
 import json
 import os
 import pathlib
@@ -121,6 +128,39 @@ def _device_peak_bytes() -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
+def measure_breakdown(model, config, state, frames, warmup: int, repeats: int,
+                      steps: int) -> dict:
+    """Seconds of the train-mode forward + loss and of forward + backward, same batch."""
+    loss = functools.partial(loop.loss_fn, model, config)
+    key = jax.random.key(0)
+    forward = jax.jit(lambda p, b, x: loss(p, b, x, key, state.step)[0])
+    backward = jax.jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step), has_aux=True))
+    args = (state.params, state.batch_stats, frames)
+    return {"forward_loss_s": _timed(lambda: forward(*args), warmup, repeats, steps),
+            "forward_backward_s": _timed(lambda: backward(*args), warmup, repeats, steps)}
+
+
+# Perfetto events that are the runtime's bookkeeping or Python, not XLA operations.
+_NOT_OPS = ("$", "ThunkExecutor", "Wait", "Rendezvous", "PjitFunction", "PjRt", "Common",
+            "Thunk", "TfrtCpu", "Execute", "Launch")
+
+
+def op_time_by_kind(trace_dir) -> dict:
+    """Microseconds per XLA operation kind ('fusion', 'convolution', ...; the op name before its
+    first '.') summed over a profile's Perfetto trace, largest first."""
+    files = sorted(pathlib.Path(trace_dir).rglob("*.trace.json.gz"))
+    if not files:
+        return {}
+    events = json.loads(gzip.open(files[-1]).read())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    totals = collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") == "X" and name and not name.startswith(_NOT_OPS):
+            totals[name.split(".")[0]] += float(event.get("dur", 0.0))
+    return dict(totals.most_common(15))
+
+
 def check_request(config, precision: str, batch: int, repeats: int, steps: int) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -135,7 +175,7 @@ def check_request(config, precision: str, batch: int, repeats: int, steps: int) 
 
 
 def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
-                 infer_steps: int) -> dict:
+                 infer_steps: int, breakdown: bool = False, profile: str | None = None) -> dict:
     """Our train and predict steps for `config` (its model.dtype already set)."""
     mesh = make_mesh((-1, 1))
     model = models.build(config.model)
@@ -166,6 +206,15 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         return metrics["loss"]
 
     train = _timed(one_train_step, warmup, repeats, steps)
+    extra = {}
+    if profile:
+        jax.profiler.start_trace(profile, create_perfetto_trace=True)
+        extra["profiled_step_s"] = _timed(one_train_step, 0, 1, steps)[0]
+        jax.profiler.stop_trace()
+        extra["op_time_us_by_kind"] = op_time_by_kind(profile)
+    if breakdown:
+        extra.update(measure_breakdown(model, config, holder["state"], train_frames, warmup,
+                                       repeats, steps))
     loss = float(jax.device_get(one_train_step()))
     if not jnp.isfinite(loss):
         raise FloatingPointError(f"the benchmark's train step produced a non-finite loss "
@@ -199,13 +248,15 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         "peak_tflops": peak,
         "mfu": train_flops * steps_per_s / (peak * 1e12) if train_flops and peak else None,
         "final_loss": loss,
+        **extra,
     }
 
 
 def run(config, precision: str = "fp32", batch: int | None = None, repeats: int = 5,
         steps: int = 10, warmup: int = 2, infer_batch: int | None = None,
         infer_steps: int | None = None, openstl: str | None = None,
-        peak: float | None = None, argv=None) -> dict:
+        peak: float | None = None, breakdown: bool = False, profile: str | None = None,
+        argv=None) -> dict:
     """Benchmark `config` (a ConfigDict, not modified); with `openstl` (a checkout path) also
     OpenSTL's torch model in the same process and the ratios ours / OpenSTL."""
     config = config.copy_and_resolve_references()
@@ -223,7 +274,8 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
     with config.unlocked():
         config.model.dtype = "bfloat16" if precision == "bf16" else "float32"
         config.data.batch_size = batch
-    ours = measure_ours(config, batch, infer_batch, warmup, repeats, steps, infer_steps)
+    ours = measure_ours(config, batch, infer_batch, warmup, repeats, steps, infer_steps,
+                        breakdown, profile)
     if peak:
         ours["peak_tflops"] = peak
         ours["mfu"] = ours["achieved_tflops"] / peak if ours["achieved_tflops"] else None
@@ -270,6 +322,12 @@ def summary_line(result: dict) -> str:
              f"(batch {cfg['infer_batch']}), compile {ours['train_compile_s']:.1f} s"]
     if ours["mfu"] is not None:
         parts.append(f"MFU {100 * ours['mfu']:.1f}%")
+    if "forward_loss_s" in ours:
+        step = statistics.median(ours["train_step_s"])
+        fwd = statistics.median(ours["forward_loss_s"])
+        bwd = statistics.median(ours["forward_backward_s"]) - fwd
+        parts.append(f"step {1e3 * step:.1f} ms = forward {100 * fwd / step:.0f}% + backward "
+                     f"{100 * bwd / step:.0f}% + update {100 * (step - fwd - bwd) / step:.0f}%")
     if "ratio" in result:
         theirs = result["openstl"]
         parts.append(f"OpenSTL ({theirs['precision']}) train {theirs['train_seq_per_s']:.2f}, "

@@ -63,6 +63,10 @@ _INFER_STEPS = flags.DEFINE_integer("infer_steps", None,
 _WARMUP = flags.DEFINE_integer("warmup", 2, "benchmark: untimed calls before the repeats.")
 _OPENSTL = flags.DEFINE_string("openstl", None,
                                "benchmark: path of an OpenSTL checkout to run side by side.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False,
+                                "benchmark: also time forward and forward+backward alone.")
+_PROFILE = flags.DEFINE_string("profile", None,
+                               "benchmark: write a jax.profiler trace of one repeat to this folder.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
                                   "benchmark: device peak TFLOP/s for MFU (default: known GPUs/TPUs).")
 
@@ -177,7 +181,8 @@ def _benchmark(_):
     from tau_jax import benchmark
     result = benchmark.run(_CONFIG.value, _PRECISION.value, _BATCH.value, _REPEATS.value,
                            _STEPS.value, _WARMUP.value, _INFER_BATCH.value, _INFER_STEPS.value,
-                           _OPENSTL.value, _PEAK_TFLOPS.value)
+                           _OPENSTL.value, _PEAK_TFLOPS.value, _BREAKDOWN.value,
+                           _PROFILE.value)
     print(benchmark.summary_line(result))
     if _OUTPUT.value:
         print(f"wrote {benchmark.write(result, _OUTPUT.value)}")
