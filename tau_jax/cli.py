@@ -169,6 +169,7 @@ def _convert(_):
     print(f"converted {_FROM_OPENSTL.value} into {workdir} (step 0)")
 
 
+@_user_errors
 def _summary(_):
     from tau_jax.summary import summarize
     info = summarize(_CONFIG.value.model)

@@ -134,6 +134,7 @@ def recurrent_model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     m.layer_norm = 0                  # 1 = LayerNorm over (H/p, W/p, channels) after each gate conv
     m.reverse_scheduled_sampling = int(name == "predrnnv2")  # 1 = reverse sched. sampling
     m.decouple_beta = 0.1             # predrnnv2: weight of the memory-decoupling loss
+    m.remat = False                   # recompute each time step in the backward pass: less memory, more time
     m.scheduled_sampling = 1          # standard schedule: 0 = always feed own predictions
     m.sampling_stop_iter = 50000      # standard schedule: iteration at which eta reaches 0
     m.sampling_changing_rate = 2e-5   # standard schedule: eta decrease per iteration

@@ -244,6 +244,26 @@ def test_gradients_finite_and_unused_convlstm_params(tiny_models):
                 assert np.any(grads[layer]["conv_x"]["kernel"])
 
 
+def test_remat_changes_memory_not_values(tiny_models):
+    """model.remat recomputes each time step in the backward pass: same loss and gradients."""
+    _, variables = tiny_models["predrnnv2"]
+    frames = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 6, 8, 8, 1)), jnp.float32)
+
+    def loss_and_grads(remat):
+        model = models.build(make_cfg("predrnnv2", reverse_scheduled_sampling=0, remat=remat))
+
+        def loss_fn(params):
+            out, aux = model.apply({"params": params}, frames, mask=jnp.ones((2, 2)), train=True)
+            return pr.recurrent_loss(out, frames, aux, 0.1)
+
+        return jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+
+    (loss, grads), (loss_r, grads_r) = loss_and_grads(False), loss_and_grads(True)
+    np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           grads_r, grads)
+
+
 def test_decouple_term_properties():
     rng = np.random.default_rng(3)
     a = jnp.asarray(rng.normal(size=(2, 4, 4, 3)))

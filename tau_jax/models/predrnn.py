@@ -292,6 +292,7 @@ class RecurrentModel(nn.Module):
     filter_size: int = 5
     layer_norm: bool = False
     reverse_scheduled_sampling: bool = False
+    remat: bool = False  # recompute each step's activations in the backward pass (saves memory)
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -372,7 +373,8 @@ class RecurrentModel(nn.Module):
         xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T)
         hp, wp, pc = self.patch_grid
         carry = (self._zero_state(batch, dt), jnp.zeros((batch, hp, wp, pc), dt))
-        scan = nn.scan(type(self)._step, variable_broadcast="params", split_rngs={"params": False},
+        step = nn.remat(type(self)._step) if self.remat else type(self)._step
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
                        in_axes=0, out_axes=0)
         _, (preds, extras) = scan(self, carry, xs)
         next_frames = reshape_patch_back(jnp.moveaxis(preds, 0, 1), self.patch_size)
@@ -526,7 +528,8 @@ def check_recurrent_config(cfg) -> dict:
     return dict(in_shape=tuple(int(v) for v in shape), out_frames=int(cfg.out_frames),
                 num_hidden=num_hidden, patch_size=int(p), filter_size=int(k),
                 layer_norm=bool(cfg.layer_norm),
-                reverse_scheduled_sampling=bool(cfg.reverse_scheduled_sampling))
+                reverse_scheduled_sampling=bool(cfg.reverse_scheduled_sampling),
+                remat=bool(cfg.get("remat", False)))
 
 
 def build_predrnn(cfg, dtypes) -> nn.Module:
