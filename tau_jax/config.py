@@ -186,3 +186,12 @@ def recurrent_base_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     config.model = recurrent_model_config(name)
     config.model.lock()
     return config
+
+
+def default_model_config(name: str) -> ml_collections.ConfigDict:
+    """The defaults of the `model` section for model family `name`."""
+    if name in ATTENTION_MODELS:
+        return attention_model_config(name)
+    if name in ("predrnn", "predrnnv2", "convlstm"):
+        return recurrent_model_config(name)
+    return model_config()

@@ -1,4 +1,4 @@
-"""Inference from a trained (or converted) run: any horizon, raw units, batching, export.
+"""Inference from a trained (or converted) run: any horizon, any frame size, raw units, export.
 
     predictor = tau_jax.predict.load("runs/mmnist")      # saved config + newest checkpoint
     future = predictor.predict(frames, horizon=20)        # (N, T, H, W, C) raw -> (N, 20, H, W, C)
@@ -16,8 +16,35 @@ Horizons: the model predicts `out_frames` frames per pass; a longer horizon roll
 model's own outputs (the last T frames known so far feed the next pass, as OpenSTL's roll-out),
 a shorter one keeps the first frames. Inputs with more than T frames use their last T.
 
+Frame sizes (pad and crop): the frames may be any H x W, not only model.in_shape's. The layers
+that carry the trained weights do not depend on the frame size for most models, so the model runs
+on any size its strides and windows divide (`frame_rule`):
+
+* SimVP family (`tau`, `gsta`, `incepu`: convolutions, and TAU's dynamical attention is a global
+  mean pool): H and W multiples of the encoder stride 2 ** (N_S // 2);
+* `tps`: multiples of stride * latent_patch * window_size (its windows must tile the token grid;
+  the relative-position table depends on the window, not the grid);
+* `predrnn`, `predrnnv2`, `convlstm`: multiples of patch_size;
+* `timesformer` (a position embedding learnt per token of the in_shape grid) and the recurrent
+  family with `layer_norm = 1` (LayerNorm affines over the whole grid) take only in_shape's H x W.
+
+Frames of another size are padded to the smallest accepted size that holds them (for the
+fixed-size models: to in_shape, when they are no larger), predicted, and cropped back, so the
+output always has the input's H x W. The padding replicates the border pixels (`PAD_MODE` 'edge'),
+split evenly between the two sides (the extra pixel of an odd amount after): unlike zeros it draws
+no artificial edge into data whose background is not 0 (weather fields in physical units, video),
+and unlike a reflection it makes no mirrored copy of a moving object next to the border whose
+motion the model would carry into the cropped region. Roll-outs crop after every pass (of T
+frames for the SimVP frame, of out_frames for the recurrent family) and re-pad the next pass's
+input: every pass sees real frames bordered as the first pass saw them, the model's own guesses
+in the padding band (a region it was never trained on) never feed back, and a long roll-out
+equals chained calls of `predict`. A model on a size other than the one it was trained on is
+still the same model: how well it predicts there (TAU's pooled statistics, boundary effects of
+larger frames) is for the user to judge. Compilation is per (horizon, frame size): each new size
+compiles once, later calls with it reuse the program (batches are padded to one batch shape).
+
 `convert_openstl(state_dict, config, workdir)` makes a workdir (config.json + a step-0 checkpoint)
-from OpenSTL weights that `tau-jax eval` and `load` accept.
+from OpenSTL weights that `tau-jax eval`, `predict` and `train` (fine-tuning) accept.
 """
 
 from __future__ import annotations
@@ -36,10 +63,11 @@ from tau_jax import models
 from tau_jax.models import predrnn
 
 NORM_FILE = "normalisation.json"
+PAD_MODE = "edge"  # how frames are padded to a size the model takes (see the module docstring)
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared checks and roll-out
+# Shared checks, frame sizes and roll-out
 # ----------------------------------------------------------------------------------------------
 
 def check_horizon(horizon) -> int:
@@ -49,18 +77,23 @@ def check_horizon(horizon) -> int:
     return int(horizon)
 
 
-def check_frames(frames, in_shape) -> np.ndarray:
+def check_frames(frames, in_shape, any_size: bool = False, size_hint: str = "") -> np.ndarray:
     """(N, T, H, W, C) float32, the last T frames of `frames`; ValueError naming expected vs
-    got for a wrong rank, frame size, channel count or too few frames."""
+    got for a wrong rank, channel count, too few frames or (unless `any_size`, for a predictor
+    that pads and crops) a frame size other than in_shape's; `size_hint` ends that message."""
     t, h, w, c = (int(v) for v in in_shape)
     frames = np.asarray(frames)
     if frames.ndim != 5:
-        raise ValueError(f"frames must be (N, T, H, W, C) = (N, >={t}, {h}, {w}, {c}), got shape "
+        size = "H, W" if any_size else f"{h}, {w}"
+        raise ValueError(f"frames must be (N, T, H, W, C) = (N, >={t}, {size}, {c}), got shape "
                          f"{frames.shape}.")
-    if tuple(frames.shape[2:4]) != (h, w):
-        raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]} (H x W) but the model "
-                         f"expects {h}x{w} (model.in_shape {tuple(in_shape)}); resize or crop "
-                         "them.")
+    if not any_size and tuple(frames.shape[2:4]) != (h, w):
+        raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]} (H x W) but this "
+                         f"predictor expects {h}x{w} (in_shape {tuple(in_shape)})"
+                         f"{size_hint or '; resize or crop them'}.")
+    if min(frames.shape[2:4]) < 1:
+        raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]} (H x W); both must be "
+                         ">= 1.")
     if frames.shape[4] != c:
         raise ValueError(f"frames have {frames.shape[4]} channel(s) but the model expects {c} "
                          f"(model.in_shape {tuple(in_shape)}).")
@@ -71,28 +104,86 @@ def check_frames(frames, in_shape) -> np.ndarray:
     return frames[:, -t:].astype(np.float32)
 
 
-def simvp_rollout(model, variables, inputs, horizon: int):
-    """The `horizon` frames after `inputs` (B, T, H, W, C) for the SimVP family, in eval mode:
-    passes of the model chained on its own outputs (the last T frames known so far)."""
-    t_in = int(model.in_shape[0])
+def frame_rule(model_config) -> tuple[int, str | None]:
+    """(m, why): the model, with its trained parameters, runs on frames whose H and W are
+    multiples of m; `why` is None, or says why its parameters fix H x W to model.in_shape's."""
+    name = model_config.name
+    if name in models.RECURRENT:
+        if model_config.get("layer_norm", 0):
+            return int(model_config.patch_size), (
+                "its LayerNorms (model.layer_norm = 1) have parameters over the whole frame grid")
+        return int(model_config.patch_size), None
+    m = 2 ** (int(model_config.N_S) // 2)  # the encoder's total stride
+    if name == "timesformer":
+        return m * int(model_config.latent_patch), (
+            "its position embedding is learnt per token of the in_shape grid")
+    if name == "tps":
+        return m * int(model_config.latent_patch) * int(model_config.window_size), None
+    return m, None
+
+
+def padded_size(model_config, h: int, w: int) -> tuple[int, int]:
+    """The smallest frame size >= (h, w) the model takes (see the module docstring); ValueError
+    naming the model and the sizes it takes when there is none."""
+    m, fixed = frame_rule(model_config)
+    _, h0, w0, _ = (int(v) for v in model_config.in_shape)
+    if fixed is None:
+        return -(-h // m) * m, -(-w // m) * m
+    if h <= h0 and w <= w0:
+        return h0, w0
+    raise ValueError(f"model {model_config.name!r} takes only {h0}x{w0} frames (model.in_shape; "
+                     f"{fixed}) and pads smaller ones up to that, but these frames are {h}x{w}; "
+                     f"crop or resize them to at most {h0}x{w0}.")
+
+
+def _pad_amounts(size: tuple[int, int], padded: tuple[int, int]):
+    """((top, bottom), (left, right)): the padding split evenly, the odd pixel after."""
+    return tuple(((p - s) // 2, (p - s) - (p - s) // 2) for s, p in zip(size, padded))
+
+
+def _pad(x, pad):
+    """Pad (B, T, H, W, C) by `pad` ((top, bottom), (left, right)) with PAD_MODE."""
+    if not any(sum(p) for p in pad):
+        return x
+    return jnp.pad(x, ((0, 0), (0, 0)) + tuple(pad) + ((0, 0),), mode=PAD_MODE)
+
+
+def _crop(y, pad):
+    (top, bottom), (left, right) = pad
+    return y[:, :, top:y.shape[2] - bottom, left:y.shape[3] - right]
+
+
+def _simvp_pass(model, variables, window, pad):
+    """One model call (out_frames frames) of the SimVP frame, as its own roll-out makes them:
+    T-frame passes fed their predecessor's output, each padded before and cropped after."""
+    t, out_frames = window.shape[1], int(model.out_frames)
+    frames, made, outputs = window, 0, []
+    while made < out_frames:
+        frames = _crop(model.apply(variables, _pad(frames, pad), False,
+                                   method=type(model).predict_window), pad)
+        outputs.append(frames[:, :min(t, out_frames - made)])
+        made += t
+    return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+
+
+def rollout(model, model_config, variables, inputs, horizon: int, pad=((0, 0), (0, 0))):
+    """Normalised inputs (B, T, H, W, C) -> the `horizon` next frames, normalised float32, for
+    either family in eval mode: passes of the model chained on its own outputs (the last T
+    frames known so far). With `pad` ((top, bottom), (left, right)) every pass's input is padded
+    (PAD_MODE) and its output cropped back; `model` must then be built for the padded size."""
+    t_in, t_out = int(model_config.in_shape[0]), int(model_config.out_frames)
     window, preds, have = inputs, [], 0
     while have < horizon:
-        new = model.apply(variables, window, train=False)
+        if model_config.name in models.RECURRENT:
+            new = _crop(predrnn.rollout(model, variables, _pad(window, pad), t_out), pad)
+        else:
+            new = _simvp_pass(model, variables, window, pad)
         preds.append(new)
         have += new.shape[1]
         if have < horizon:
             window = jnp.concatenate([window.astype(new.dtype), new], axis=1)[:, -t_in:]
     out = preds[0] if len(preds) == 1 else jnp.concatenate(preds, axis=1)
-    return out[:, :horizon]
-
-
-def rollout(model, model_config, variables, inputs, horizon: int):
-    """Normalised inputs -> `horizon` normalised float32 predictions, either family."""
-    if model_config.name in models.RECURRENT:
-        out = predrnn.rollout(model, variables, inputs, horizon)
-    else:
-        out = simvp_rollout(model, variables, inputs, horizon)
-    return out.astype(jnp.float32)
+    return out[:, :horizon].astype(jnp.float32)
 
 
 def _batched(fn, frames: np.ndarray, batch_size: int) -> np.ndarray:
@@ -127,6 +218,7 @@ class Predictor:
         self.out_frames = int(config.model.out_frames)
         self._norm = None if normalisation is None else {
             k: np.asarray(normalisation[k], np.float32) for k in ("sub", "div")}
+        self._models = {self.in_shape[1:3]: self.model}  # padded (H, W) -> model built for it
         self._fns = {}
 
     # -- normalisation ---------------------------------------------------------------------------
@@ -147,40 +239,64 @@ class Predictor:
             self._norm = {k: np.asarray(saved[k], np.float32) for k in ("sub", "div")}
         return self._norm
 
+    # -- frame sizes -----------------------------------------------------------------------------
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The frame size H x W frames are padded to for this model (ValueError if none)."""
+        return padded_size(self.config.model, int(h), int(w))
+
+    def _core(self, horizon: int, h: int, w: int):
+        """rollout for (h, w) frames: normalised (B, T, h, w, C) -> (B, horizon, h, w, C)."""
+        size = self.padded_size(h, w)
+        if size not in self._models:
+            cfg = self.config.model.copy_and_resolve_references()
+            cfg.in_shape = (self.in_shape[0], *size, self.in_shape[3])
+            self._models[size] = models.build(cfg)
+        return functools.partial(rollout, self._models[size], self.config.model, horizon=horizon,
+                                 pad=_pad_amounts((h, w), size))
+
     # -- prediction ------------------------------------------------------------------------------
-    def _fn(self, horizon: int):
-        if horizon not in self._fns:
-            self._fns[horizon] = jax.jit(functools.partial(
-                rollout, self.model, self.config.model, horizon=horizon))
-        return self._fns[horizon]
+    def _fn(self, horizon: int, h: int, w: int):
+        key = (horizon, h, w)
+        if key not in self._fns:  # one compiled program per horizon and frame size
+            self._fns[key] = jax.jit(self._core(horizon, h, w))
+        return self._fns[key]
 
     def predict(self, frames, horizon: int, batch_size: int = 16) -> np.ndarray:
-        """(N, horizon, H, W, C) float32 predictions, in the units of `frames` (N, >=T, H, W, C)."""
+        """(N, horizon, H, W, C) float32 predictions, in the units of `frames` (N, >=T, H, W, C);
+        any H x W the model takes after padding (module docstring)."""
         horizon = check_horizon(horizon)
-        frames = check_frames(frames, self.in_shape)
+        frames = check_frames(frames, self.in_shape, any_size=True)
+        fn = self._fn(horizon, *frames.shape[2:4])  # size errors before normalisation is derived
         norm = self.normalisation
-        fn = self._fn(horizon)
         x = (frames - norm["sub"]) / norm["div"]
         pred = _batched(lambda b: fn(self.variables, b), x, batch_size)
         return pred * norm["div"] + norm["sub"]
 
     # -- export ----------------------------------------------------------------------------------
-    def export(self, path, horizon: int | None = None, batch_size: int | None = None):
+    def export(self, path, horizon: int | None = None, batch_size: int | None = None,
+               frame_size: tuple[int, int] | None = None):
         """Serialise raw frames (B, T, H, W, C) -> raw predictions (B, horizon, H, W, C) with
-        jax.export (weights and normalisation baked in) to `path`; B is symbolic unless
-        `batch_size` is given. Read it back with `load_exported`."""
+        jax.export (weights, normalisation and any padding baked in) to `path`. The program
+        has one frame size, `frame_size` (H, W) (default model.in_shape's; another is padded and
+        cropped as `predict` does); B is symbolic unless `batch_size` is given. Read it back
+        with `load_exported`."""
         horizon = check_horizon(self.out_frames if horizon is None else horizon)
+        size = self.in_shape[1:3] if frame_size is None else tuple(frame_size)
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
+            raise ValueError(f"frame_size must be two positive ints (H, W), got {frame_size!r}.")
+        h, w = (int(v) for v in size)
+        core = self._core(horizon, h, w)
         norm = self.normalisation
         sub, div = jnp.asarray(norm["sub"]), jnp.asarray(norm["div"])
-        core = functools.partial(rollout, self.model, self.config.model, horizon=horizon)
         variables = self.variables
 
         def fn(frames):
             return core(variables, (frames - sub) / div) * div + sub
 
         batch = jax.export.symbolic_shape("b")[0] if batch_size is None else int(batch_size)
+        t, _, _, c = self.in_shape
         exported = jax.export.export(jax.jit(fn))(
-            jax.ShapeDtypeStruct((batch,) + self.in_shape, jnp.float32))
+            jax.ShapeDtypeStruct((batch, t, h, w, c), jnp.float32))
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(exported.serialize())
@@ -188,7 +304,8 @@ class Predictor:
 
 
 class ExportedPredictor:
-    """A predictor read back from `Predictor.export`: needs jax only, not the model's code."""
+    """A predictor read back from `Predictor.export`: needs jax only, not the model's code. It
+    takes frames of the one size it was exported for (`in_shape`)."""
 
     def __init__(self, exported):
         self.exported = exported
@@ -200,7 +317,10 @@ class ExportedPredictor:
 
     def predict(self, frames, batch_size: int = 16) -> np.ndarray:
         """(N, horizon, H, W, C) raw predictions for raw frames (N, >=T, H, W, C)."""
-        frames = check_frames(frames, self.in_shape)
+        frames = check_frames(frames, self.in_shape, size_hint=(
+            "; it was exported for that size: export again with "
+            f"Predictor.export(..., frame_size=({np.shape(frames)[2]}, {np.shape(frames)[3]}))"
+            if np.ndim(frames) == 5 else ""))
         if self.batch_size is not None:
             batch_size = self.batch_size
         return _batched(lambda b: self.exported.call(b), frames, batch_size)
@@ -315,8 +435,9 @@ def read_inputs(path, in_frames: int, channels: int | None = None, grayscale: bo
 def convert_openstl(state_dict, config, workdir: str | os.PathLike) -> pathlib.Path:
     """Write `config` and a step-0 checkpoint holding the converted OpenSTL `state_dict` (a
     mapping of PyTorch key -> array, e.g. from `tau_jax.convert.load_pth`) with a fresh
-    optimiser state into `workdir`, for `tau-jax eval` / `predict`. The data iterator state
-    saved is empty: `tau-jax train` cannot resume (fine-tune) from it."""
+    optimiser state into `workdir`, for `tau-jax eval` / `predict`, and for `tau-jax train`,
+    which fine-tunes from it (the checkpoint holds no data-iterator position, so training reads
+    its data from the start of the shuffled order, as a new run does)."""
     from tau_jax import convert
     from tau_jax.train import loop
     from tau_jax.train.checkpoint import Checkpointer

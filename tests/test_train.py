@@ -304,6 +304,18 @@ def test_workdir_of_another_model_is_refused(dataset, tmp_path):
         loop.train_and_evaluate(config, tmp_path / "run")
 
 
+def test_workdir_saved_before_a_model_field_existed_is_accepted(dataset, tmp_path):
+    """A run saved by an older tau-jax lacks newer fields; they had their defaults there."""
+    config = tiny_config(dataset)
+    saved = json.loads(config.to_json())
+    del saved["model"]["tau_ablation"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loop.check_workdir(tmp_path, config)  # no error
+    config.model.tau_ablation = "no_sa"
+    with pytest.raises(ValueError, match=r"model.tau_ablation: 'none' there, 'no_sa' now"):
+        loop.check_workdir(tmp_path, config)
+
+
 def test_unknown_config_field_is_an_error(dataset, tmp_path):
     config_file = write_config_file(tiny_config(dataset), tmp_path / "tiny.py")
     proc = cli("train", f"--config={config_file}", f"--workdir={tmp_path / 'run'}",

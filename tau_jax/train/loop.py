@@ -30,6 +30,7 @@ from PIL import Image
 
 from tau_jax import data, losses, models
 from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
+from tau_jax.config import default_model_config
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.models import predrnn
 from tau_jax.train import optim
@@ -40,6 +41,8 @@ from tau_jax.train.writer import MetricWriter
 from tau_jax.visualize import save_samples
 
 CONFIG_FILE = "config.json"
+# model fields that change how a run computes, not its parameters: a run may resume with others
+COMPUTE_ONLY_FIELDS = ("dtype", "dw_impl", "remat")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,8 +63,11 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
     if saved.exists():
         old = json.loads(saved.read_text()).get("model", {})
         new = json.loads(config.model.to_json())
+        # a field added after the run was saved had its default value there
+        defaults = json.loads(default_model_config(new.get("name", "tau")).to_json())
+        old = {**defaults, **old}
         diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                and k not in ("dtype", "dw_impl")}
+                and k not in COMPUTE_ONLY_FIELDS}
         if diff:
             field = sorted(diff)[0]
             raise ValueError(f"workdir {workdir} holds a run of a different model "
@@ -265,15 +271,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     local_batch_size(config.data.eval_batch_size, mesh)  # checks divisibility before compiling
     tx, lr_fn = optim.create_optimizer(config.optim, steps_per_epoch, config.train.epochs)
     batches = train_batches(train_source, config.data.batch_size, mesh, config.train.seed)
-    save_config(config, workdir)
 
     abstract, shardings, make = state_template(config, tx, mesh)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
     restored = ckpt.restore_latest(abstract)
+    if restored is None and ckpt.steps():  # never silently restart over a run's checkpoints
+        ckpt.close()
+        raise ValueError(
+            f"no checkpoint in {ckpt.directory} (steps {ckpt.steps()}) can be restored into this "
+            "config's training state (logged above; a different optim section, e.g. "
+            "optim.ema_decay or optim.optimizer, changes it): train with the config the workdir "
+            "was made with, or move the checkpoints away to start over.")
+    save_config(config, workdir)  # after the checks: a refused run leaves the workdir as it was
     if restored is not None:
         step0, state, data_state = restored
-        batches.set_state(data_state)
-        logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
+        if data_state:
+            batches.set_state(data_state)
+            logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
+        else:  # a converted workdir (`tau-jax convert`): weights, no data position
+            logging.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
+                         "state (a converted workdir), so the data iterator starts fresh.",
+                         step0, ckpt.directory)
     else:
         state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
     step = int(state.step)
