@@ -1,5 +1,6 @@
 """SimVP family (TAU, gSTA, IncepU): OpenSTL parity of parameters, outputs and structure."""
 
+import functools
 import json
 import pathlib
 
@@ -13,7 +14,8 @@ from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import load_config_file, model_config
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.layers import depthwise_conv_lax, depthwise_conv_taps, drop_path_rates
+from tau_jax.models.layers import (conv_plain_grads, depthwise_conv_lax, depthwise_conv_taps,
+                                   drop_path_rates)
 from tau_jax.models.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
@@ -183,6 +185,35 @@ def test_depthwise_formulations_agree_with_gradients():
             g_taps, g_lax = grads(depthwise_conv_taps), grads(depthwise_conv_lax)
         for a, b in zip(g_taps, g_lax):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _lax_conv(x, w, padding):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("kernel, padding, scan", [(5, ((2, 2), (2, 2)), True),
+                                                   (3, ((0, 2), (1, 0)), False)])
+def test_conv_with_plain_gradients_equals_lax(kernel, padding, scan):
+    """The recurrent cells' convolution (explicit input and kernel gradients): same values and
+    gradients as lax's, directly and through a scan (where its gradients matter for speed)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 6, 7, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 3)) * 0.2, jnp.float32)
+
+    def loss(conv, x, w):
+        if scan:  # a same-size convolution applied 3 times, as a recurrent cell is
+            x = jax.lax.scan(lambda h, _: (jnp.tanh(conv(h, w, padding)), None), x, None,
+                             length=3)[0]
+        else:
+            x = conv(x, w, padding)
+        return jnp.sum(jnp.sin(x))
+
+    got = jax.value_and_grad(functools.partial(loss, conv_plain_grads), (0, 1))(x, w)
+    want = jax.value_and_grad(functools.partial(loss, _lax_conv), (0, 1))(x, w)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_drop_path_is_stochastic_in_training_only(tiny_variables):

@@ -6,6 +6,7 @@ initialised tau-jax model has the same parameter distributions as an OpenSTL one
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -134,6 +135,69 @@ class DepthwiseConv(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Normalisation, stochastic depth
 # ----------------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------------
+# Convolution whose weight gradient is a sum of matrix products
+# ----------------------------------------------------------------------------------------------
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_plain_grads(x, kernel, padding: tuple):
+    """Stride-1 NHWC x HWIO convolution (as `lax.conv_general_dilated`) whose gradients avoid
+    the layouts XLA:CPU has no library kernel for: the input gradient is a convolution of dy
+    with the flipped, transposed kernel laid out as HWIO, and the kernel gradient a sum over taps
+    of matrix products, dW[i, j] = window(x, i, j)^T dy. Inside a `scan` backward XLA's own
+    gradient convolutions (kernel as 'oi', batch as features) run there 10-40x slower than the
+    forward pass (the PredRNN family; experiments/results/benchmark_predrnn_small_cpu_*.json).
+    Values and gradients equal the plain convolution's (tested)."""
+    return _conv(x, kernel, padding)
+
+
+def _conv(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_fwd(x, kernel, padding):
+    return _conv(x, kernel, padding), (x, kernel)
+
+
+def _conv_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    (top, bottom), (left, right) = padding
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    input_grad = _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom),
+                                     (kw - 1 - left, kw - 1 - right)))
+    ho, wo = dy.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    taps = [jnp.einsum("nhwc,nhwd->cd", xp[:, i:i + ho, j:j + wo], dy,
+                       preferred_element_type=jnp.float32)
+            for i in range(kh) for j in range(kw)]
+    kernel_grad = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return input_grad.astype(x.dtype), kernel_grad
+
+
+conv_plain_grads.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                  rhs_dilation=None, dimension_numbers=None,
+                                  feature_group_count=1, precision=None):
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: on CPU,
+    stride-1 2-D NHWC convolutions (flax's layout) go through `conv_plain_grads`; everything
+    else, and every convolution on GPU/TPU (cuDNN / the TPU compiler have fast weight gradients;
+    not measured against the taps there yet), through lax."""
+    plain = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+             and precision is None
+             and not isinstance(padding, str)
+             and all(d == 1 for d in tuple(window_strides) + (lhs_dilation or (1, 1))
+                     + (rhs_dilation or (1, 1))))
+    if not plain:
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count,
+                                            precision=precision)
+    return conv_plain_grads(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
+
 
 class BatchNorm(nn.Module):
     """BatchNorm2d with PyTorch's semantics over all axes but the last.

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models.layers import torch_default_kernel_init
+from tau_jax.models.layers import conv_general_dilated_by_backend, torch_default_kernel_init
 
 Dtype = Any
 
@@ -207,7 +207,7 @@ def conv_bias_free(features: int, kernel_size: int, dtype, param_dtype, name: st
     p = kernel_size // 2
     return nn.Conv(features, (kernel_size, kernel_size), padding=((p, p), (p, p)), use_bias=False,
                    kernel_init=torch_default_kernel_init(), dtype=dtype, param_dtype=param_dtype,
-                   name=name)
+                   conv_general_dilated=conv_general_dilated_by_backend, name=name)
 
 
 def spatial_layer_norm(dtype, param_dtype, name: str) -> nn.LayerNorm:
