@@ -4,9 +4,10 @@
   Multi-host: `--coordinator_address HOST:PORT --num_processes N --process_id I`, or nothing on
   Cloud TPU (jax.distributed finds the pod).
 * `eval --workdir DIR`: OpenSTL metrics of the newest checkpoint, with the run's saved config.
-* `predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy [--gif]`: predictions
-  of the newest checkpoint for a .npy/.npz array ((N, T, H, W, C) or (T, H, W, C)), an image
-  folder or a video, in the input's units; `--gif` also writes OUT.png / OUT.gif.
+* `predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy [--gif] [--mp4]`:
+  predictions of the newest checkpoint for a .npy/.npz array ((N, T, H, W, C) or (T, H, W, C)),
+  an image folder or a video, in the input's units; `--gif` also writes OUT.png / OUT.gif,
+  `--mp4` OUT.png / OUT.gif / OUT.mp4.
 * `convert --from-openstl FILE.pth --config FILE --workdir DIR`: a workdir (config + step-0
   checkpoint) from OpenSTL weights, for `eval` and `predict` (needs torch).
 * `summary --config FILE`: parameters and forward FLOPs of a config's model.
@@ -47,6 +48,7 @@ _HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
 _OUTPUT = flags.DEFINE_string("output", None,
                                "predict: .npy file to write; benchmark: JSON file to write.")
 _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
+_MP4 = flags.DEFINE_bool("mp4", False, "predict: also write the GIF's frames as an MP4.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict: sequences per batch.")
 _FROM_OPENSTL = flags.DEFINE_string("from_openstl", None, "convert: OpenSTL .pth file.")
@@ -144,11 +146,11 @@ def _predict(_):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.save(out, preds)
     written = [out]
-    if _GIF.value:
+    if _GIF.value or _MP4.value:
         from tau_jax.visualize import save_samples
         blank = np.full_like(preds, frames.min())  # no ground truth: a blank target row
-        written += [str(p) for p in save_samples(frames, blank, preds,
-                                                 os.path.splitext(out)[0])]
+        written += [str(p) for p in save_samples(frames, blank, preds, os.path.splitext(out)[0],
+                                                 mp4=_MP4.value)]
     print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
           f"{predictor.step}; wrote {', '.join(written)}")
 

@@ -1,4 +1,4 @@
-"""PNG grids and GIFs of inputs, targets and predictions."""
+"""PNG grids, GIFs and MP4s of inputs, targets and predictions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 from tau_jax.data.preview import video_grid
 
 
-def save_samples(inputs, targets, preds, stem: str | pathlib.Path) -> tuple[pathlib.Path, ...]:
+def save_samples(inputs, targets, preds, stem: str | pathlib.Path,
+                 mp4: bool = False) -> tuple[pathlib.Path, ...]:
     """Write `<stem>.png` (per sample: inputs + targets, then inputs + predictions) and
-    `<stem>.gif` (per frame: targets above predictions, all samples side by side).
+    `<stem>.gif` (per frame: targets above predictions, all samples side by side), and with
+    `mp4` the same frames as `<stem>.mp4` (H.264 through imageio's bundled ffmpeg, 5 fps).
 
     Arrays are (N, T, H, W, C) / (N, T', H, W, C) in display units (de-normalised)."""
     from PIL import Image
@@ -36,4 +38,12 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path) -> tuple[path
         frames.append(Image.fromarray(video_grid(panel[:, None], 0)))
     gif = stem.with_suffix(".gif")
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200, loop=0)
-    return png, gif
+    if not mp4:
+        return png, gif
+    import imageio.v2 as imageio
+    video = stem.with_suffix(".mp4")
+    rgb = [np.asarray(f.convert("RGB")) for f in frames]
+    h, w = rgb[0].shape[:2]  # H.264 (yuv420p) needs even sides: repeat the last row / column
+    rgb = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in rgb]
+    imageio.mimwrite(video, rgb, fps=5, macro_block_size=1)
+    return png, gif, video

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from test_train import cli, write_config_file
+from test_train import ROOT, cli, write_config_file
 from tau_jax import benchmark, losses, openstl_peer
 from tau_jax.config import base_config, recurrent_base_config
 from tau_jax.models import predrnn
@@ -155,3 +155,17 @@ def test_recurrent_peer_inputs(tmp_path):
     assert tuple(train_mask.shape) == (2, 3, 4, 4, 4)  # reverse sampling: T + T' - 2
     np.testing.assert_array_equal(test_mask[:, :2].numpy(), 1.0)  # first T - 1 given
     np.testing.assert_array_equal(test_mask[:, 2:].numpy(), 0.0)
+
+
+def test_readme_table_is_generated_from_the_results():
+    """README.md's benchmark table is `experiments/benchmark_table.py`'s output for the JSON files
+    in experiments/results (run `python experiments/benchmark_table.py --write` after a run)."""
+    import importlib.util
+    path = ROOT / "experiments" / "benchmark_table.py"
+    spec = importlib.util.spec_from_file_location("benchmark_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    readme = (ROOT / "README.md").read_text()
+    assert table.replace_in(readme) == readme
+    rows = table.table().splitlines()[2:]
+    assert len(rows) == len(list(table.RESULTS.glob("benchmark_*.json")))

@@ -199,11 +199,13 @@ def test_inputs_from_image_folder_and_video(simvp_run, clips, tmp_path):
     iio.mimwrite(video, np.repeat(frames, 3, -1), fps=5, macro_block_size=1)
     target = tmp_path / "out" / "pred.npy"
     proc = cli("predict", f"--workdir={simvp_run}", f"--input={video}", "--horizon=6",
-               f"--output={target}", "--gif", "--grayscale")
+               f"--output={target}", "--mp4", "--grayscale")
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, log
     assert np.load(target).shape == (1, 6, 16, 16, 1)
     assert target.with_suffix(".png").exists() and target.with_suffix(".gif").exists()
+    with iio.get_reader(target.with_suffix(".mp4")) as reader:  # 4 inputs + 6 predictions
+        assert reader.count_frames() == 10
 
 
 def test_export_round_trip(simvp_run, clips, tmp_path):
