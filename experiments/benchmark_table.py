@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 BEGIN, END = "<!-- benchmark-table:begin -->", "<!-- benchmark-table:end -->"
 HEADER = ("| run | device | model, batch | precision | train seq/s (ours / OpenSTL = ratio) "
-          "| inference seq/s (ours / OpenSTL = ratio) | compile s | MFU | date, commit |\n"
+          "| inference seq/s (ours / OpenSTL = ratio), batch | compile s | MFU | date, commit |\n"
           "|---|---|---|---|---|---|---|---|---|")
 
 
@@ -38,6 +38,7 @@ def row(name: str, result: dict) -> str:
     return (f"| {name} | {prov['device']} ({prov['machine']}) | {model} | {precision} | "
             f"{_pair(ours['train_seq_per_s'], theirs.get('train_seq_per_s'), ratio.get('train'))}"
             f" | {_pair(ours['infer_seq_per_s'], theirs.get('infer_seq_per_s'), ratio.get('infer'))}"
+            f", batch {cfg['infer_batch']}"
             f" | {ours['train_compile_s']:.0f} | {mfu} | {prov['date']}, {prov['commit']} |")
 
 

@@ -117,8 +117,9 @@ future = predictor.predict(inputs, horizon=HORIZON)              # (3, 20, 64, 6
 print(f"predicted {future.shape} in {time.time() - t0:.1f} s (compilation included)")
 per_step = (((future - truth) / 255) ** 2).sum(axis=(2, 3, 4)).mean(axis=0)  # MSE as in step 3
 print("MSE per lead time (frames 1, 5, 10, 15, 20):", np.round(per_step[[0, 4, 9, 14, 19]], 1))
-# A smaller crop works too: 60x60 frames are padded (replicating their borders) to 64x64.
-print("60x60 inputs ->", predictor.predict(inputs[:, :, 2:-2, 2:-2], horizon=T).shape)
+# Other sizes work too: 62x62 frames are padded (replicating their borders) to 64x64, the next
+# multiple of the encoder's stride 4, and the predictions cropped back to 62x62.
+print("62x62 inputs ->", predictor.predict(inputs[:, :, 1:-1, 1:-1], horizon=T).shape)
 
 # %% [markdown]
 # ## 5. A GIF

@@ -93,17 +93,14 @@ def inference_batch(in_shape) -> int:
 
 
 def _timed(fn, warmup: int, repeats: int, steps: int) -> list[float]:
-    """Seconds per call of each repeat of `steps` calls of `fn` (which returns arrays)."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    jax.block_until_ready(out)
+    """Seconds per call of each repeat of `steps` calls of `fn` (which returns arrays); the
+    clock stops when every call's outputs are ready (independent calls may finish out of
+    order)."""
+    jax.block_until_ready([fn() for _ in range(warmup)])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(steps):
-            out = fn()
-        jax.block_until_ready(out)
+        jax.block_until_ready([fn() for _ in range(steps)])
         times.append((time.perf_counter() - start) / steps)
     return times
 
@@ -133,9 +130,11 @@ def measure_breakdown(model, config, state, frames, warmup: int, repeats: int,
     """Seconds of the train-mode forward + loss and of forward + backward, same batch."""
     loss = functools.partial(loop.loss_fn, model, config)
     key = jax.random.key(0)
-    forward = jax.jit(lambda p, b, x: loss(p, b, x, key, state.step)[0])
-    backward = jax.jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step), has_aux=True))
     args = (state.params, state.batch_stats, frames)
+    # compiled before the clock starts, as the train step is
+    forward = jax.jit(lambda p, b, x: loss(p, b, x, key, state.step)[0]).lower(*args).compile()
+    backward = jax.jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step),
+                                has_aux=True)).lower(*args).compile()
     return {"forward_loss_s": _timed(lambda: forward(*args), warmup, repeats, steps),
             "forward_backward_s": _timed(lambda: backward(*args), warmup, repeats, steps)}
 
@@ -147,7 +146,8 @@ _NOT_OPS = ("$", "ThunkExecutor", "Wait", "Rendezvous", "PjitFunction", "PjRt", 
 
 def op_time_by_kind(trace_dir) -> dict:
     """Microseconds per XLA operation kind ('fusion', 'convolution', ...; the op name before its
-    first '.') summed over a profile's Perfetto trace, largest first."""
+    first '.') summed over a profile's Perfetto trace, largest first. Checked on XLA:CPU traces
+    only; GPU traces name kernels differently (open those in TensorBoard / Perfetto)."""
     files = sorted(pathlib.Path(trace_dir).rglob("*.trace.json.gz"))
     if not files:
         return {}
@@ -161,14 +161,18 @@ def op_time_by_kind(trace_dir) -> dict:
     return dict(totals.most_common(15))
 
 
-def check_request(config, precision: str, batch: int, repeats: int, steps: int) -> None:
+def check_request(config, precision: str, counts: dict) -> None:
+    """`counts`: flag name -> value of the batch sizes and step counts (all >= 1, warm-up >= 0)."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}.")
-    for name, value in (("--batch", batch), ("--repeats", repeats), ("--steps", steps)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}.")
-    if batch % jax.device_count():
-        raise ValueError(f"--batch {batch} is not divisible by the {jax.device_count()} devices.")
+    for name, value in counts.items():
+        if value < (0 if name == "--warmup" else 1):
+            raise ValueError(f"{name} must be at least {0 if name == '--warmup' else 1}, got "
+                             f"{value}.")
+    for name in ("--batch", "--infer_batch"):
+        if counts[name] % jax.device_count():
+            raise ValueError(f"{name} {counts[name]} is not divisible by the "
+                             f"{jax.device_count()} devices.")
     if config.model.dtype != "float32" or config.model.param_dtype != "float32":
         raise ValueError("benchmark sets the compute dtype from --precision; leave model.dtype "
                          "and model.param_dtype at 'float32'.")
@@ -206,6 +210,7 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         return metrics["loss"]
 
     train = _timed(one_train_step, warmup, repeats, steps)
+    train_peak = _device_peak_bytes()  # before the breakdown's un-donated steps run
     extra = {}
     if profile:
         jax.profiler.start_trace(profile, create_perfetto_trace=True)
@@ -219,7 +224,6 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
     if not jnp.isfinite(loss):
         raise FloatingPointError(f"the benchmark's train step produced a non-finite loss "
                                  f"({loss}); the timing would be meaningless.")
-    train_peak = _device_peak_bytes()
     variables = holder["state"].eval_variables(False)
     infer = _timed(lambda: predict_compiled(variables, infer_frames), warmup, repeats,
                    infer_steps)
@@ -260,13 +264,12 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
     """Benchmark `config` (a ConfigDict, not modified); with `openstl` (a checkout path) also
     OpenSTL's torch model in the same process and the ratios ours / OpenSTL."""
     config = config.copy_and_resolve_references()
-    batch = batch or config.data.batch_size
-    infer_batch = infer_batch or inference_batch(config.model.in_shape)
-    infer_steps = infer_steps or steps
-    check_request(config, precision, batch, repeats, steps)
-    if infer_batch % jax.device_count():
-        raise ValueError(f"--infer_batch {infer_batch} is not divisible by the "
-                         f"{jax.device_count()} devices.")
+    batch = config.data.batch_size if batch is None else batch
+    infer_batch = inference_batch(config.model.in_shape) if infer_batch is None else infer_batch
+    infer_steps = steps if infer_steps is None else infer_steps
+    check_request(config, precision, {"--batch": batch, "--infer_batch": infer_batch,
+                                      "--repeats": repeats, "--steps": steps,
+                                      "--infer_steps": infer_steps, "--warmup": warmup})
     peer = None
     if openstl:  # build it first: a bad path or model fails before any compiling
         from tau_jax import openstl_peer

@@ -181,6 +181,8 @@ def _summary(_):
 @_user_errors
 def _benchmark(_):
     _quiet_libraries()
+    if _OPENSTL.value:  # PyTorch shares the device: JAX must not reserve 75% of it up front
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from tau_jax import benchmark
     result = benchmark.run(_CONFIG.value, _PRECISION.value, _BATCH.value, _REPEATS.value,
                            _STEPS.value, _WARMUP.value, _INFER_BATCH.value, _INFER_STEPS.value,

@@ -5,8 +5,10 @@ vendored). Only its model files are imported: OpenSTL's package `__init__` files
 trainer (Lightning, OpenCV, ...), which a timing of the model does not need, so `openstl` and
 `openstl.models` are registered as bare namespace packages first. What runs around the model is
 what OpenSTL's methods do per step, written from its documented behaviour (reference spec):
-SimVP family: `MSE + alpha * DDR` (TAU's DDR only when alpha > 0), Adam + OneCycle stepped per
-batch; PredRNN family: space-to-depth patches, a scheduled-sampling mask, the model's own loss.
+SimVP family: the model's T-frame passes chained up to T' frames (T' > T) or cut to T' (T' < T),
+`MSE + alpha * DDR` (TAU's DDR only when alpha > 0), Adam + OneCycle stepped per batch; PredRNN
+family: space-to-depth patches, a scheduled-sampling mask, the model's own loss. On CUDA cuDNN
+autotuning is on (`cudnn.benchmark`), as OpenSTL's default `set_seed(deterministic=False)` sets.
 Precision 'bf16' means PyTorch AMP: float16 autocast with a GradScaler on CUDA (Lightning's
 '16-mixed', OpenSTL's `--fp16`), bfloat16 autocast on CPU (the only CPU autocast type).
 """
@@ -107,6 +109,7 @@ class Peer:
         self.torch = torch
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
         self.model = build_model(config.model, path).to(self.device)
         self.recurrent = config.model.name in RECURRENT_MODELS
         self.amp = precision == "bf16"
@@ -158,7 +161,7 @@ class Peer:
                 _, loss = self.model(batch, self._mask(batch.shape[0], True))
             else:
                 x, y = batch
-                pred = self.model(x)
+                pred = self._simvp_predict(x)
                 loss = self.torch.nn.functional.mse_loss(pred, y)
                 if self.config.loss.alpha:
                     loss = loss + self.config.loss.alpha * ddr(pred.float(), y)
@@ -173,7 +176,18 @@ class Peer:
             if self.recurrent:
                 mask = self._mask(batch.shape[0], False)
                 return self.model(batch, mask, return_loss=False)[0]
-            return self.model(batch[0])
+            return self._simvp_predict(batch[0])
+
+    def _simvp_predict(self, x):
+        """T' frames from T: one pass when T' = T, its first T' frames when T' < T, passes fed
+        their predecessor's output when T' > T (OpenSTL's SimVP method)."""
+        t, t_out = x.shape[1], int(self.config.model.out_frames)
+        outputs, made = [], 0
+        while made < t_out:
+            x = self.model(x)
+            outputs.append(x[:, :t_out - made])
+            made += t
+        return outputs[0] if len(outputs) == 1 else self.torch.cat(outputs, dim=1)
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -223,4 +237,5 @@ class Peer:
             "train_peak_bytes": train_peak,
             "infer_peak_bytes": infer_peak,
             "threads": self.torch.get_num_threads(),
+            "cudnn_benchmark": bool(self.torch.backends.cudnn.benchmark),
         }

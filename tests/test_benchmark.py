@@ -37,7 +37,7 @@ def test_cli_writes_json(tmp_path):
     result = json.loads(out.read_text())
     assert set(result) == {"provenance", "config", "tau_jax"}  # no peer without --openstl
     prov = result["provenance"]
-    assert prov["command"].startswith("cli.py benchmark") or "benchmark" in prov["command"]
+    assert "benchmark" in prov["command"] and f"--output={out}" in prov["command"]
     assert {"date", "commit", "machine", "device", "jax", "python"} <= set(prov)
     assert result["config"]["batch"] == 8 and result["config"]["precision"] == "bf16"
     ours = result["tau_jax"]
@@ -69,6 +69,8 @@ def test_openstl_inference_batch_and_peak_table():
     (dict(batch=3), "--batch 3 is not divisible"),
     (dict(steps=0), "--steps must be at least 1"),
     (dict(infer_batch=5), "--infer_batch 5"),
+    (dict(infer_steps=0), "--infer_steps must be at least 1"),
+    (dict(warmup=-1), "--warmup must be at least 0"),
     (dict(infer_batch=8, openstl="/nonexistent/OpenSTL"), "not an OpenSTL checkout"),
 ])
 def test_bad_requests_fail_before_compiling(kwargs, message):
@@ -80,7 +82,7 @@ def test_model_dtype_is_set_by_precision_only():
     config = tiny_config()
     config.model.dtype = "bfloat16"
     with pytest.raises(ValueError, match="--precision"):
-        benchmark.run(config)
+        benchmark.run(config, infer_batch=8)
 
 
 def test_models_without_an_openstl_counterpart(tmp_path):

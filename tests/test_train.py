@@ -311,6 +311,9 @@ def test_workdir_saved_before_a_model_field_existed_is_accepted(dataset, tmp_pat
     del saved["model"]["tau_ablation"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     loop.check_workdir(tmp_path, config)  # no error
+    old = loop.load_config(tmp_path)  # resuming with the run's own (older) config
+    assert "tau_ablation" not in old.model
+    loop.check_workdir(tmp_path, old)
     config.model.tau_ablation = "no_sa"
     with pytest.raises(ValueError, match=r"model.tau_ablation: 'none' there, 'no_sa' now"):
         loop.check_workdir(tmp_path, config)

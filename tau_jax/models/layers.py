@@ -133,11 +133,7 @@ class DepthwiseConv(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Normalisation, stochastic depth
-# ----------------------------------------------------------------------------------------------
-
-# ----------------------------------------------------------------------------------------------
-# Convolution whose weight gradient is a sum of matrix products
+# Convolution with explicit gradients (the recurrent cells on CPU)
 # ----------------------------------------------------------------------------------------------
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -171,7 +167,7 @@ def _conv_bwd(padding, residuals, dy):
     ho, wo = dy.shape[1:3]
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     taps = [jnp.einsum("nhwc,nhwd->cd", xp[:, i:i + ho, j:j + wo], dy,
-                       preferred_element_type=jnp.float32)
+                       preferred_element_type=jnp.promote_types(kernel.dtype, jnp.float32))
             for i in range(kh) for j in range(kw)]
     kernel_grad = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
     return input_grad.astype(x.dtype), kernel_grad
@@ -198,6 +194,10 @@ def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilat
                                             precision=precision)
     return conv_plain_grads(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
 
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation, stochastic depth
+# ----------------------------------------------------------------------------------------------
 
 class BatchNorm(nn.Module):
     """BatchNorm2d with PyTorch's semantics over all axes but the last.

@@ -373,7 +373,7 @@ class RecurrentModel(nn.Module):
         xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T)
         hp, wp, pc = self.patch_grid
         carry = (self._zero_state(batch, dt), jnp.zeros((batch, hp, wp, pc), dt))
-        step = nn.remat(type(self)._step) if self.remat else type(self)._step
+        step = nn.remat(type(self)._step, prevent_cse=False) if self.remat else type(self)._step
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
                        in_axes=0, out_axes=0)
         _, (preds, extras) = scan(self, carry, xs)

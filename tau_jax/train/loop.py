@@ -63,9 +63,9 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
     if saved.exists():
         old = json.loads(saved.read_text()).get("model", {})
         new = json.loads(config.model.to_json())
-        # a field added after the run was saved had its default value there
+        # a field missing from either (added after a run was saved) has its default value
         defaults = json.loads(default_model_config(new.get("name", "tau")).to_json())
-        old = {**defaults, **old}
+        old, new = {**defaults, **old}, {**defaults, **new}
         diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)
                 and k not in COMPUTE_ONLY_FIELDS}
         if diff:
