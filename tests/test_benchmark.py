@@ -4,6 +4,8 @@ layout equal ours, and its import shim runs a checkout's model (with torch, when
 
 import json
 import statistics
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -171,3 +173,14 @@ def test_readme_table_is_generated_from_the_results():
     assert table.replace_in(readme) == readme
     rows = table.table().splitlines()[2:]
     assert len(rows) == len(list(table.RESULTS.glob("benchmark_*.json")))
+
+
+def test_benchmark_imports_without_tensorflow_or_grain():
+    """Accelerator images often lack TensorFlow and grain: the CLI, the train step and the
+    benchmark import without them (they load only when a dataset is built or read)."""
+    code = ("import sys, tau_jax.cli, tau_jax.benchmark, tau_jax.train.loop; "
+            "print(sorted(m for m in ('tensorflow', 'grain', 'tensorflow_datasets') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out

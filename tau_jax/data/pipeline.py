@@ -16,7 +16,6 @@ import dataclasses
 import sys
 from typing import Any, Iterator
 
-import grain
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -75,9 +74,11 @@ def _to_global(sharding: NamedSharding, global_batch: int):
 
 
 def train_batches(source, global_batch_size: int, mesh: Mesh, seed: int, *,
-                  num_threads: int = 4, prefetch: int = 2) -> grain.DatasetIterator:
-    """Endless iterator of global training batches `(B, T+T', H, W, C)`, sharded over the batch
-    axes; `get_state()` / `set_state()` resume it exactly (deterministic in (seed, step))."""
+                  num_threads: int = 4, prefetch: int = 2) -> Iterator[jax.Array]:
+    """Endless (grain) iterator of global training batches `(B, T+T', H, W, C)`, sharded over
+    the batch axes; `get_state()` / `set_state()` resume it exactly (deterministic in (seed,
+    step))."""
+    import grain  # here, not at the top: the train step and benchmark run without grain
     if len(source) == 0:
         raise ValueError("the training split is empty.")
     local = local_batch_size(global_batch_size, mesh)
@@ -99,6 +100,7 @@ def eval_batches(source, global_batch_size: int, mesh: Mesh, *,
                  num_threads: int = 4) -> Iterator[tuple[jax.Array, jax.Array]]:
     """Every sample of `source` exactly once, in order, as (frames, mask) global batches; the
     last batch is padded with copies of sample 0 and `mask` (B,) is False on the padding."""
+    import grain
     n = len(source)
     if n == 0:
         raise ValueError("the evaluation split is empty.")
