@@ -61,6 +61,7 @@ import numpy as np
 
 from tau_jax import models
 from tau_jax.models import predrnn
+from tau_jax.models.layers import chain_passes
 
 NORM_FILE = "normalisation.json"
 PAD_MODE = "edge"  # how frames are padded to a size the model takes (see the module docstring)
@@ -156,14 +157,10 @@ def _crop(y, pad):
 def _simvp_pass(model, variables, window, pad):
     """One model call (out_frames frames) of the SimVP frame, as its own roll-out makes them:
     T-frame passes fed their predecessor's output, each padded before and cropped after."""
-    t, out_frames = window.shape[1], int(model.out_frames)
-    frames, made, outputs = window, 0, []
-    while made < out_frames:
-        frames = _crop(model.apply(variables, _pad(frames, pad), False,
-                                   method=type(model).predict_window), pad)
-        outputs.append(frames[:, :min(t, out_frames - made)])
-        made += t
-    return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+    def one_window(frames):
+        return _crop(model.apply(variables, _pad(frames, pad), False,
+                                 method=type(model).predict_window), pad)
+    return chain_passes(one_window, window, int(model.out_frames))
 
 
 def rollout(model, model_config, variables, inputs, horizon: int, pad=((0, 0), (0, 0))):
@@ -171,19 +168,15 @@ def rollout(model, model_config, variables, inputs, horizon: int, pad=((0, 0), (
     either family in eval mode: passes of the model chained on its own outputs (the last T
     frames known so far). With `pad` ((top, bottom), (left, right)) every pass's input is padded
     (PAD_MODE) and its output cropped back; `model` must then be built for the padded size."""
-    t_in, t_out = int(model_config.in_shape[0]), int(model_config.out_frames)
-    window, preds, have = inputs, [], 0
-    while have < horizon:
-        if model_config.name in models.RECURRENT:
-            new = _crop(predrnn.rollout(model, variables, _pad(window, pad), t_out), pad)
-        else:
-            new = _simvp_pass(model, variables, window, pad)
-        preds.append(new)
-        have += new.shape[1]
-        if have < horizon:
-            window = jnp.concatenate([window.astype(new.dtype), new], axis=1)[:, -t_in:]
-    out = preds[0] if len(preds) == 1 else jnp.concatenate(preds, axis=1)
-    return out[:, :horizon].astype(jnp.float32)
+    if model_config.name in models.RECURRENT:
+        t_out = int(model_config.out_frames)
+
+        def one_pass(window):
+            return _crop(predrnn.rollout(model, variables, _pad(window, pad), t_out), pad)
+    else:
+        def one_pass(window):
+            return _simvp_pass(model, variables, window, pad)
+    return chain_passes(one_pass, inputs, horizon).astype(jnp.float32)
 
 
 def _batched(fn, frames: np.ndarray, batch_size: int) -> np.ndarray:

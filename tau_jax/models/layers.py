@@ -277,3 +277,24 @@ class DropPath(nn.Module):
 def gelu(x):
     """Exact (erf) GELU, PyTorch's default; flax's `nn.gelu` defaults to the tanh form."""
     return nn.gelu(x, approximate=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Roll-out
+# ----------------------------------------------------------------------------------------------
+
+def chain_passes(next_frames, inputs, horizon: int):
+    """The `horizon` frames after `inputs` (B, T, ...), where `next_frames(window)` predicts the
+    frames after a window of T frames: passes are chained, each fed the last T frames known so
+    far (inputs or predictions, in time order), until `horizon` frames exist; the surplus of the
+    last pass is dropped. So frame k never depends on the horizon asked for (OpenSTL's roll-out)."""
+    t = inputs.shape[1]
+    window, preds, have = inputs, [], 0
+    while have < horizon:
+        new = next_frames(window)
+        preds.append(new)
+        have += new.shape[1]
+        if have < horizon:
+            window = jnp.concatenate([window.astype(new.dtype), new], axis=1)[:, -t:]
+    out = preds[0] if len(preds) == 1 else jnp.concatenate(preds, axis=1)
+    return out[:, :horizon]

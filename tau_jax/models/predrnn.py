@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models.layers import conv_general_dilated_by_backend, torch_default_kernel_init
+from tau_jax.models.layers import (chain_passes, conv_general_dilated_by_backend,
+                                   torch_default_kernel_init)
 
 Dtype = Any
 
@@ -454,16 +455,8 @@ def rollout(model: RecurrentModel, variables, inputs, horizon: int):
     if inputs.ndim != 5 or tuple(inputs.shape[1:]) != (t_in, h, w, c):
         raise ValueError(f"inputs must be (B, {t_in}, {h}, {w}, {c}) (the T input frames, "
                          f"channels-last), got {tuple(inputs.shape)}.")
-    window, preds, have = inputs, [], 0
-    while have < horizon:
-        next_frames, _ = model.apply(variables, window, train=False)
-        new = next_frames[:, -t_out:]
-        preds.append(new)
-        have += t_out
-        if have < horizon:  # the last T frames known so far, inputs or predictions
-            window = jnp.concatenate([window.astype(new.dtype), new], axis=1)[:, -t_in:]
-    out = preds[0] if len(preds) == 1 else jnp.concatenate(preds, axis=1)
-    return out[:, :horizon]
+    return chain_passes(lambda window: model.apply(variables, window, train=False)[0][:, -t_out:],
+                        inputs, horizon)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
+from tau_jax.models.layers import chain_passes
 from tau_jax.models.metaformer import pointwise
 
 Dtype = Any
@@ -130,13 +131,7 @@ class SimVP(nn.Module):
             raise ValueError(
                 f"SimVP expects input frames of shape (B, {', '.join(map(str, self.in_shape))}) "
                 f"= (B, T, H, W, C) per model.in_shape, got {tuple(x.shape)}.")
-        t = self.in_shape[0]
-        frames, made, outputs = x, 0, []
-        while made < self.out_frames:
-            frames = self.predict_window(frames, train)
-            outputs.append(frames[:, :min(t, self.out_frames - made)])
-            made += t
-        return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
+        return chain_passes(lambda window: self.predict_window(window, train), x, self.out_frames)
 
     def predict_window(self, x, train: bool):
         """One pass: T input frames -> the next T frames."""
