@@ -178,9 +178,16 @@ def check_request(config, precision: str, counts: dict) -> None:
                          "and model.param_dtype at 'float32'.")
 
 
+def mfu(step_flops: float | None, steps_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: FLOPs of a step x steps/s / the peak (TFLOP/s)."""
+    return step_flops * steps_per_s / (peak * 1e12) if step_flops and peak else None
+
+
 def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
-                 infer_steps: int, breakdown: bool = False, profile: str | None = None) -> dict:
-    """Our train and predict steps for `config` (its model.dtype already set)."""
+                 infer_steps: int, breakdown: bool = False, profile: str | None = None,
+                 peak: float | None = None) -> dict:
+    """Our train and predict steps for `config` (its model.dtype already set); `peak`
+    (TFLOP/s) overrides the device table's."""
     mesh = make_mesh((-1, 1))
     model = models.build(config.model)
     mc = config.model
@@ -203,10 +210,9 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
     predict_compiled = predict_step.lower(variables, infer_frames).compile()
     predict_compile_s = time.perf_counter() - start
 
-    holder = {"state": state}
-
     def one_train_step():
-        holder["state"], metrics = train_compiled(holder["state"], train_frames)
+        nonlocal state
+        state, metrics = train_compiled(state, train_frames)
         return metrics["loss"]
 
     train = _timed(one_train_step, warmup, repeats, steps)
@@ -218,24 +224,24 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         jax.profiler.stop_trace()
         extra["op_time_us_by_kind"] = op_time_by_kind(profile)
     if breakdown:
-        extra.update(measure_breakdown(model, config, holder["state"], train_frames, warmup,
-                                       repeats, steps))
+        extra.update(measure_breakdown(model, config, state, train_frames, warmup, repeats,
+                                       steps))
     loss = float(jax.device_get(one_train_step()))
     if not jnp.isfinite(loss):
         raise FloatingPointError(f"the benchmark's train step produced a non-finite loss "
                                  f"({loss}); the timing would be meaningless.")
-    variables = holder["state"].eval_variables(False)
+    variables = state.eval_variables(False)
     infer = _timed(lambda: predict_compiled(variables, infer_frames), warmup, repeats,
                    infer_steps)
     train_flops = _flops(train_compiled)
     dtype = str(mc.dtype)
-    peak = peak_tflops(dtype)
+    peak = peak or peak_tflops(dtype)
     steps_per_s = 1.0 / statistics.median(train)
     return {
         "framework": f"jax {jax.__version__}",
         "device": jax.devices()[0].device_kind,
         "precision": dtype if dtype == "float32" else f"{dtype} compute, float32 parameters",
-        "params": models.count_params(holder["state"].params),
+        "params": models.count_params(state.params),
         "train_step_s": train,
         "train_seq_per_s": batch * steps_per_s,
         "infer_pass_s": infer,
@@ -250,7 +256,7 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         "infer_pass_flops": _flops(predict_compiled),
         "achieved_tflops": train_flops * steps_per_s / 1e12 if train_flops else None,
         "peak_tflops": peak,
-        "mfu": train_flops * steps_per_s / (peak * 1e12) if train_flops and peak else None,
+        "mfu": mfu(train_flops, steps_per_s, peak),
         "final_loss": loss,
         **extra,
     }
@@ -278,10 +284,7 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
         config.model.dtype = "bfloat16" if precision == "bf16" else "float32"
         config.data.batch_size = batch
     ours = measure_ours(config, batch, infer_batch, warmup, repeats, steps, infer_steps,
-                        breakdown, profile)
-    if peak:
-        ours["peak_tflops"] = peak
-        ours["mfu"] = ours["achieved_tflops"] / peak if ours["achieved_tflops"] else None
+                        breakdown, profile, peak)
     result = {
         "provenance": provenance(argv),
         "config": {"model": config.model.name, "in_shape": list(config.model.in_shape),
@@ -293,9 +296,8 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
     }
     if peer is not None:
         theirs = peer.measure(batch, infer_batch, warmup, repeats, steps, infer_steps)
-        if ours["train_step_flops"]:
-            theirs["mfu"] = (ours["train_step_flops"] * theirs["train_seq_per_s"] / batch
-                             / (ours["peak_tflops"] * 1e12)) if ours["peak_tflops"] else None
+        theirs["mfu"] = mfu(ours["train_step_flops"], theirs["train_seq_per_s"] / batch,
+                            ours["peak_tflops"])
         result["openstl"] = theirs
         result["ratio"] = {
             "train": ours["train_seq_per_s"] / theirs["train_seq_per_s"],

@@ -279,7 +279,8 @@ def test_config_fields():
 
 def test_jit_with_sharded_params():
     if jax.device_count() < 8:
-        pytest.skip("needs 8 devices")
+        pytest.skip("needs 8 devices: conftest.py makes 8 CPU devices, but on a machine whose "
+                    "default backend is an accelerator with fewer (e.g. one GPU) JAX uses those")
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:8]), ("fsdp",))
     spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
     cfg = optim_cfg(lr=1e-3, weight_decay=0.01, clip_grad=1.0)
