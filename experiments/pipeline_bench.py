@@ -1,8 +1,8 @@
 """Input-pipeline throughput next to TAU's training-step throughput on the same machine.
 
 The pipeline must outrun training: this measures sequences/s of `train_batches` (source read,
-decode, batch, global jax.Array) alone, then sequences/s of a jitted TAU training step (forward,
-MSE + DDR, backward, Adam) on batches already on the device, for the same config.
+decode, batch, global jax.Array) alone, then sequences/s of the training system's jitted step for
+the same config on a batch already on the device, as `tau-jax benchmark` measures it.
 
     python experiments/pipeline_bench.py --config configs/mmnist/tau.py [--batch 16] [--steps 20]
 """
@@ -13,14 +13,13 @@ import argparse
 import time
 
 import jax
-import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from common import write_result
-from tau_jax import data, losses, models
+from tau_jax import benchmark, data
 from tau_jax.config import load_config_file
 from tau_jax.data.pipeline import train_batches
+from tau_jax.train.sharding import make_mesh
 
 
 def pipeline_rate(source, batch: int, mesh: Mesh, steps: int) -> float:
@@ -30,35 +29,6 @@ def pipeline_rate(source, batch: int, mesh: Mesh, steps: int) -> float:
     for _ in range(steps):
         jax.block_until_ready(next(it))
     return steps * batch / (time.perf_counter() - start)
-
-
-def train_step_rate(model_config, alpha: float, frames, steps: int) -> float:
-    model = models.build(model_config)
-    t = model_config.in_shape[0]
-    variables = models.init(model_config, jax.random.key(0))
-    opt = optax.adam(1e-3)
-    opt_state = opt.init(variables["params"])
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, frames, key):
-        def loss_fn(params):
-            pred, state = model.apply({"params": params, "batch_stats": batch_stats},
-                                      frames[:, :t], train=True, mutable=["batch_stats"],
-                                      rngs={"drop_path": key, "dropout": key})
-            return losses.tau_loss(pred, frames[:, t:], alpha), state["batch_stats"]
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, opt_state)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, stats = variables["params"], variables["batch_stats"]
-    key = jax.random.key(1)
-    params, stats, opt_state, loss = step(params, stats, opt_state, frames, key)  # compile
-    jax.block_until_ready(loss)
-    start = time.perf_counter()
-    for _ in range(steps):
-        params, stats, opt_state, loss = step(params, stats, opt_state, frames, key)
-    jax.block_until_ready(loss)
-    return steps * frames.shape[0] / (time.perf_counter() - start)
 
 
 def main():
@@ -73,12 +43,13 @@ def main():
     config = load_config_file(args.config)
     if args.data_dir:
         config.data.data_dir = args.data_dir
-    mesh = Mesh(np.array(jax.devices()).reshape(-1, 1), ("data", "fsdp"))
+    mesh = make_mesh((-1, 1))
     source = data.get_source(config.data, "train")
     pipe = pipeline_rate(source, args.batch, mesh, args.pipeline_steps)
     print(f"pipeline: {pipe:.1f} sequences/s", flush=True)
-    frames = next(train_batches(source, args.batch, mesh, seed=0))
-    train = train_step_rate(config.model, config.loss.alpha, frames, args.train_steps)
+    config.data.batch_size = args.batch
+    train = benchmark.measure_ours(config, args.batch, infer_batch=1, warmup=1, repeats=1,
+                                   steps=args.train_steps, infer_steps=1)["train_seq_per_s"]
     print(f"TAU train step: {train:.2f} sequences/s; pipeline / train = {pipe / train:.1f}x")
     path = write_result(f"pipeline_{jax.default_backend()}", {
         "config": args.config, "batch": args.batch, "pipeline_sequences_per_s": pipe,

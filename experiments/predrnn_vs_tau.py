@@ -1,11 +1,12 @@
 """Train-step throughput of PredRNN vs TAU (OpenSTL's Moving MNIST configs) on this machine.
 
 Both models run the training system's own jitted step (tau_jax.train.loop.make_train_step: loss,
-backward, Adam with the config's OneCycle schedule, donated state) on one device: TAU with MSE +
+backward, Adam with the config's OneCycle schedule, donated state), timed as `tau-jax benchmark`
+times it (tau_jax.benchmark.measure_ours): TAU with MSE +
 0.1 DDR on the 10 -> 10 prediction, PredRNN with its scheduled-sampling mask drawn inside the
 step and the MSE over all 19 one-step predictions. Input: random frames (B, 20, 64, 64, 1), the
-same for both. Reported per model: parameters, compile time (first call), the step time of each
-timed call after `--warmup` calls, the median, and sequences/s = batch / median.
+same for both. Reported per model: parameters, compile time, the step time of each timed call
+after `--warmup` calls, the median, and sequences/s = batch / median.
 
 Scaling for a small CPU (recorded in the result): `--batch` (OpenSTL trains with 16) and
 `--width_div` (integer divisor of the widths: PredRNN num_hidden 128 -> 128/div, TAU hid_S 64 ->
@@ -20,17 +21,13 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
-import time
 
 import jax
 import numpy as np
 
 from common import write_result
-from tau_jax import models
+from tau_jax import benchmark
 from tau_jax.config import load_config_file
-from tau_jax.data.pipeline import batch_sharding
-from tau_jax.train import loop, optim
-from tau_jax.train.sharding import make_mesh
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIGS = {"predrnn": "configs/mmnist/predrnn.py", "tau": "configs/mmnist/tau.py"}
@@ -46,35 +43,17 @@ def scaled_config(name: str, batch: int, width_div: int):
             m.hid_S = max(2, m.hid_S // width_div // 2 * 2)  # even (GroupNorm(2))
             m.hid_T = max(1, m.hid_T // width_div)
     config.data.batch_size = batch
-    config.train.mesh = (1, 1)
     return config
 
 
-def step_times(config, frames, warmup: int, steps: int) -> dict:
-    mesh = make_mesh((1, 1), jax.devices()[:1])
-    model = models.build(config.model)
-    tx, _ = optim.create_optimizer(config.optim, 625, config.train.epochs)  # MMNIST: 625/epoch
-    state, shardings = loop.init_state(config, tx, mesh)
-    n_params = models.count_params(state.params)
-    step = loop.make_train_step(model, config, tx, shardings, mesh)
-    frames = jax.device_put(frames, batch_sharding(mesh))
-    t0 = time.perf_counter()
-    state, metrics = step(state, frames)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    for _ in range(warmup):
-        state, metrics = step(state, frames)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = step(state, frames)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
-    loss = float(metrics["loss"])
-    assert np.isfinite(loss), loss
-    return {"params": n_params, "compile_and_first_step_s": compile_s, "step_s": times,
-            "median_step_s": statistics.median(times), "final_loss": loss}
+def step_times(config, warmup: int, steps: int) -> dict:
+    """`tau-jax benchmark`'s training measurement (one step per timed repeat) on one device."""
+    ours = benchmark.measure_ours(config, config.data.batch_size, infer_batch=1, warmup=warmup,
+                                  repeats=steps, steps=1, infer_steps=1)
+    assert np.isfinite(ours["final_loss"]), ours["final_loss"]
+    return {"params": ours["params"], "compile_s": ours["train_compile_s"],
+            "step_s": ours["train_step_s"], "median_step_s": statistics.median(ours["train_step_s"]),
+            "final_loss": ours["final_loss"]}
 
 
 def main():
@@ -89,17 +68,15 @@ def main():
     if args.batch < 1 or args.width_div < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--batch, --width_div and --steps must be >= 1, --warmup >= 0.")
 
-    rng = np.random.default_rng(0)
-    frames = rng.uniform(size=(args.batch, 20, 64, 64, 1)).astype(np.float32)
     results = {}
     for name in args.models.split(","):
         config = scaled_config(name, args.batch, args.width_div)
-        r = step_times(config, frames, args.warmup, args.steps)
+        r = step_times(config, args.warmup, args.steps)
         r["sequences_per_s"] = args.batch / r["median_step_s"]
         r["model"] = {k: (list(v) if isinstance(v, tuple) else v)
                       for k, v in config.model.to_dict().items()}
         results[name] = r
-        print(f"{name}: {r['params']:,} params, compile {r['compile_and_first_step_s']:.1f} s, "
+        print(f"{name}: {r['params']:,} params, compile {r['compile_s']:.1f} s, "
               f"median step {r['median_step_s']:.3f} s -> {r['sequences_per_s']:.3f} sequences/s",
               flush=True)
     payload = {"batch": args.batch, "width_div": args.width_div, "timed_steps": args.steps,
