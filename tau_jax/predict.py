@@ -347,7 +347,7 @@ def _template(config):
     from tau_jax.train.sharding import make_mesh
     mesh = make_mesh((1, 1), jax.devices()[:1])
     tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
-    abstract, _, make = loop.state_template(config, tx, mesh)
+    abstract, _, _ = loop.state_template(config, tx, mesh)
     return abstract, tx
 
 
