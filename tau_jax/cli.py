@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
@@ -69,6 +70,8 @@ _BREAKDOWN = flags.DEFINE_bool("breakdown", False,
                                 "benchmark: also time forward and forward+backward alone.")
 _PROFILE = flags.DEFINE_string("profile", None,
                                "benchmark: write a jax.profiler trace of one repeat to this folder.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "all commands: show the traceback of an error "
+                              "(also TAU_JAX_VERBOSE=1), for a bug report.")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
                                   "benchmark: device peak TFLOP/s for MFU (default: known GPUs/TPUs).")
 
@@ -87,15 +90,99 @@ def _distributed_init():
         jax.distributed.initialize()
 
 
-def _user_errors(command):
-    """Errors a user can cause end the program with their one-sentence message, not a trace."""
+# ----------------------------------------------------------------------------------------------
+# Errors: one sentence on stderr and an exit code, the traceback only when asked for
+# ----------------------------------------------------------------------------------------------
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+def _verbose(argv=()) -> bool:
+    return (os.environ.get("TAU_JAX_VERBOSE", "") not in ("", "0")
+            or any(a in ("--verbose", "-verbose") for a in argv)
+            or (flags.FLAGS.is_parsed() and _VERBOSE.value))
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """Exit code of an error a user can cause, or None for a bug (which keeps its traceback)."""
+    from tau_jax.train.preemption import EXIT_CODE, Preempted
+    if isinstance(error, Preempted):
+        return EXIT_CODE
+    if isinstance(error, (ValueError, KeyError, FileNotFoundError, IsADirectoryError,
+                          NotADirectoryError, flags.Error)):
+        return EXIT_USAGE  # the request names something wrong: a field, a value, a path
+    if isinstance(error, (OSError, FloatingPointError, RuntimeError)):
+        return EXIT_FAILURE  # the run could not go on: disk, numbers, another process
+    return None
+
+
+def _message(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        text = f"cannot use {error.filename}: {error.strerror}."
+    return " ".join(str(text).split())
+
+
+def _fail(command: str, error: BaseException, argv=()) -> None:
+    """Print `tau-jax COMMAND: <one sentence>` and exit; re-raise bugs and --verbose runs."""
+    code = _exit_code(error)
+    if code is None or _verbose(argv):
+        raise error
+    print(f"tau-jax {command}: {_message(error)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _guarded(command):
+    """Run a command; errors a user can cause end it with one sentence (see `_fail`)."""
     def run(argv):
         try:
             command(argv)
-        except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
-            print(f"tau-jax {command.__name__.strip('_')}: {e}", file=sys.stderr)
-            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
+            _fail(command.__name__.strip("_"), e)
     return run
+
+
+def _check_config_args(command: str, argv: list[str]) -> None:
+    """Load `--config FILE` and check each `--config.a.b=v` names a field, before absl parses
+    them (its errors there are tracebacks): one sentence naming the file or the override."""
+    from tau_jax.config import load_config_file
+    path, overrides = None, []
+    for i, a in enumerate(argv):
+        if a in ("--config", "-config") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif a.startswith(("--config=", "-config=")):
+            path = a.split("=", 1)[1]
+        elif a.startswith(("--config.", "-config.")):
+            overrides.append(a.lstrip("-")[len("config."):].split("=", 1)[0])
+    if path is None:
+        return
+    try:
+        config = load_config_file(path)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the file's own error (syntax, import, ...)
+        raise ValueError(f"config file {path} cannot be loaded: {type(e).__name__}: "
+                         f"{_message(e)}") from e
+    for override in overrides:
+        node, done = config, []
+        for name in override.split("."):
+            if not hasattr(node, "keys") or name not in node:
+                where = ".".join(done) or "the config"
+                known = list(node.keys()) if hasattr(node, "keys") else []
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {'.'.join(done + close)}?" if close else (
+                    f"; its fields: {', '.join(known)}." if known else ".")
+                raise ValueError(f"--config.{override}: {where} has no field {name!r}{hint}")
+            node, done = node[name], done + [name]
+
+
+def _parse_flags(argv):
+    """absl's flag parsing with our one-sentence errors (exit 2) instead of its FATAL lines."""
+    command = argv[0].rsplit(" ", 1)[-1]
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
+        _fail(command, e, argv)
 
 
 def _print_scalars(metrics: dict) -> None:
@@ -103,15 +190,36 @@ def _print_scalars(metrics: dict) -> None:
 
 
 def _quiet_libraries():
-    """Keep the console to tau-jax's own lines: other libraries' INFO logs (orbax prints a dozen
-    per checkpoint) are dropped, their warnings kept."""
+    """Keep the console to tau-jax's own lines: other libraries' INFO logs are dropped, their
+    warnings kept, and orbax's logs dropped whole (a failed save reaches tau-jax as an error,
+    reported in one sentence; its threads would log the same failure with 4-8 tracebacks).
+    `--verbose` keeps everything."""
     import logging
     from absl import logging as absl_logging
-    absl_logging.get_absl_handler().addFilter(
-        lambda r: r.levelno >= logging.WARNING or "tau_jax" in r.pathname)
+    if _verbose():
+        return
+
+    def keep(record):
+        if "tau_jax" in record.pathname:
+            return True
+        if "exception was never retrieved" in record.getMessage():
+            return False  # asyncio on the writes orbax abandoned after a failed one
+        return record.levelno >= logging.WARNING and "orbax" not in record.pathname
+
+    absl_logging.get_absl_handler().addFilter(keep)
+    default_hook = sys.unraisablehook
+
+    def unraisable(event):
+        # after a failed save orbax closes its event loop while tensorstore still completes
+        # the other writes: each completion reports 'Event loop is closed' (hundreds of them)
+        if not (isinstance(event.exc_value, RuntimeError)
+                and str(event.exc_value) == "Event loop is closed"):
+            default_hook(event)
+
+    sys.unraisablehook = unraisable
 
 
-@_user_errors
+@_guarded
 def _train(_):
     _quiet_libraries()
     _distributed_init()
@@ -119,20 +227,21 @@ def _train(_):
     _print_scalars(train_and_evaluate(_CONFIG.value, _WORKDIR.value))
 
 
-@_user_errors
+@_guarded
 def _eval(_):
     _quiet_libraries()
     from tau_jax.train import evaluate
     _print_scalars(evaluate(_WORKDIR.value))
 
 
-@_user_errors
+@_guarded
 def _predict(_):
     _quiet_libraries()
     import numpy as np
     from tau_jax import predict
     if _HORIZON.value is None:
         raise ValueError("--horizon is required (frames to predict).")
+    out = predict.output_path(_OUTPUT.value)  # checked before any work
     predictor = predict.load(_WORKDIR.value)
     data = predictor.config.data
     t, _, _, c = predictor.in_shape
@@ -142,20 +251,17 @@ def _predict(_):
         grayscale=_GRAYSCALE.value or bool(custom and data.get("custom_grayscale", False)),
         resize=tuple(data.get("custom_resize", (0, 0))) if custom else (0, 0))
     preds = predictor.predict(frames, _HORIZON.value, _BATCH_SIZE.value)
-    out = _OUTPUT.value
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    np.save(out, preds)
-    written = [out]
+    written = [predict.save_array(out, preds)]
     if _GIF.value or _MP4.value:
         from tau_jax.visualize import save_samples
         blank = np.full_like(preds, frames.min())  # no ground truth: a blank target row
-        written += [str(p) for p in save_samples(frames, blank, preds, os.path.splitext(out)[0],
+        written += [str(p) for p in save_samples(frames, blank, preds, out.with_suffix(""),
                                                  mp4=_MP4.value)]
     print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
           f"{predictor.step}; wrote {', '.join(written)}")
 
 
-@_user_errors
+@_guarded
 def _convert(_):
     _quiet_libraries()
     from tau_jax import convert, predict
@@ -171,14 +277,14 @@ def _convert(_):
     print(f"converted {_FROM_OPENSTL.value} into {workdir} (step 0)")
 
 
-@_user_errors
+@_guarded
 def _summary(_):
     from tau_jax.summary import summarize
     info = summarize(_CONFIG.value.model)
     print(json.dumps(info, indent=2))
 
 
-@_user_errors
+@_guarded
 def _benchmark(_):
     _quiet_libraries()
     if _OPENSTL.value:  # PyTorch shares the device: JAX must not reserve 75% of it up front
@@ -228,10 +334,12 @@ def _data(argv):
 def main(argv=None):
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        print(f"usage: tau-jax {{{','.join(COMMANDS)}}} --config FILE [--config.x=y ...]",
-              file=sys.stderr)
-        sys.exit(2)
+        given = f"unknown command {argv[1]!r}; " if len(argv) > 1 else ""
+        print(f"tau-jax: {given}usage: tau-jax {{{','.join(COMMANDS)}}} --config FILE "
+              "[--config.x=y ...]", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     command = argv.pop(1)
+    argv[0] = f"tau-jax {command}"
     argv = [a.replace("--from-openstl", "--from_openstl", 1) if a.startswith("--from-openstl")
             else a for a in argv]
     if command == "data":
@@ -247,8 +355,13 @@ def main(argv=None):
     if command == "predict":
         for name in ("input", "horizon", "output"):
             flags.mark_flag_as_required(name)
+    try:
+        _check_config_args(command, argv)
+    except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
+        _fail(command, e, argv)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
-             "summary": _summary, "benchmark": _benchmark, "data": _data}[command], argv=argv)
+             "summary": _summary, "benchmark": _benchmark, "data": _data}[command], argv=argv,
+            flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,8 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist; see configs/ for the shipped ones.")
+    if path.suffix != ".py":
+        raise ValueError(f"Config file {path} is not a Python file (.py) with get_config().")
     spec = importlib.util.spec_from_file_location(f"tau_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

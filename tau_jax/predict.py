@@ -61,6 +61,7 @@ import numpy as np
 
 from tau_jax import models
 from tau_jax.models import predrnn
+from tau_jax.data.base import check_finite
 from tau_jax.models.layers import chain_passes
 
 NORM_FILE = "normalisation.json"
@@ -259,6 +260,7 @@ class Predictor:
         any H x W the model takes after padding (module docstring)."""
         horizon = check_horizon(horizon)
         frames = check_frames(frames, self.in_shape, any_size=True)
+        check_finite(frames, "frames")
         fn = self._fn(horizon, *frames.shape[2:4])  # size errors before normalisation is derived
         norm = self.normalisation
         x = (frames - norm["sub"]) / norm["div"]
@@ -314,6 +316,7 @@ class ExportedPredictor:
             "; it was exported for that size: export again with "
             f"Predictor.export(..., frame_size=({np.shape(frames)[2]}, {np.shape(frames)[3]}))"
             if np.ndim(frames) == 5 else ""))
+        check_finite(frames, "frames")
         if self.batch_size is not None:
             batch_size = self.batch_size
         return _batched(lambda b: self.exported.call(b), frames, batch_size)
@@ -323,7 +326,12 @@ def load_exported(path) -> ExportedPredictor:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist.")
-    return ExportedPredictor(jax.export.deserialize(bytearray(path.read_bytes())))
+    try:
+        exported = jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception as e:  # noqa: BLE001 - flatbuffers fails in many ways on foreign bytes
+        raise ValueError(f"{path} is not a model written by Predictor.export ({type(e).__name__}: "
+                         f"{e}).") from None
+    return ExportedPredictor(exported)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,6 +382,41 @@ def load(workdir: str | os.PathLike, normalisation: dict | None = None) -> Predi
 
 
 # ----------------------------------------------------------------------------------------------
+# Writing outputs
+# ----------------------------------------------------------------------------------------------
+
+def output_path(path) -> pathlib.Path:
+    """The .npy file predictions go to: `path`, with `.npy` added when it has another suffix,
+    or `<path>/predictions.npy` for an existing folder. PermissionError (before any work) when
+    it cannot be written there."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "predictions.npy"
+    elif path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    existing = next(p for p in [path.parent.absolute(), *path.parent.absolute().parents]
+                    if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {existing} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {existing} is not writable.")
+    return path
+
+
+def save_array(path: pathlib.Path, array: np.ndarray) -> pathlib.Path:
+    """np.save, all or nothing (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading inputs (the custom dataset's readers)
 # ----------------------------------------------------------------------------------------------
 
@@ -388,8 +431,8 @@ def read_inputs(path, in_frames: int, channels: int | None = None, grayscale: bo
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist.")
     if path.is_file() and path.suffix.lower() in custom.ARRAY_SUFFIXES:
+        z = base.load_array(path)
         try:
-            z = np.load(path, allow_pickle=False)
             array = z if isinstance(z, np.ndarray) else (
                 z[z.files[0]] if len(z.files) == 1 else None)
         except Exception as e:  # noqa: BLE001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import numpy as np
@@ -26,7 +27,8 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path,
     rows = np.stack([np.concatenate([inputs, v], axis=1) for v in (targets, preds)], axis=1)
     rows = rows.reshape((-1,) + rows.shape[2:])
     png = stem.with_suffix(".png")
-    Image.fromarray(video_grid(rows, inputs.shape[1])).save(png)
+    with _naming(png):
+        Image.fromarray(video_grid(rows, inputs.shape[1])).save(png)
 
     clip = np.concatenate([np.stack([np.concatenate([inputs, v], 1) for v in (targets, preds)])],
                           axis=0)  # (2, N, T+T', H, W, C): row 0 truth, row 1 prediction
@@ -37,7 +39,8 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path,
         panel = panel.reshape(1, two * panel.shape[1], n * panel.shape[3], panel.shape[4])
         frames.append(Image.fromarray(video_grid(panel[:, None], 0)))
     gif = stem.with_suffix(".gif")
-    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200, loop=0)
+    with _naming(gif):
+        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200, loop=0)
     if not mp4:
         return png, gif
     import imageio.v2 as imageio
@@ -45,5 +48,18 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path,
     rgb = [np.asarray(f.convert("RGB")) for f in frames]
     h, w = rgb[0].shape[:2]  # H.264 (yuv420p) needs even sides: repeat the last row / column
     rgb = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in rgb]
-    imageio.mimwrite(video, rgb, fps=5, macro_block_size=1)
+    with _naming(video):
+        imageio.mimwrite(video, rgb, fps=5, macro_block_size=1)
     return png, gif, video
+
+
+@contextlib.contextmanager
+def _naming(path: pathlib.Path):
+    """Give a write error the file's name (PIL's flush fails without one, e.g. on a full disk)."""
+    try:
+        yield
+    except OSError as e:
+        path.unlink(missing_ok=True)  # no half-written picture
+        if e.filename or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e

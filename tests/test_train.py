@@ -2,7 +2,6 @@
 
 import json
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -228,37 +227,6 @@ def test_sigkill_then_resume_ends_bitwise_equal(dataset, tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
 
-@pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
-def test_sigterm_saves_a_checkpoint_before_exit(dataset, tmp_path):
-    config = tiny_config(dataset, max_steps=10_000, eval_every_steps=10_000,
-                         checkpoint_every_steps=10_000)
-    config_file = write_config_file(config, tmp_path / "tiny.py")
-    proc = cli("train", f"--config={config_file}", f"--workdir={tmp_path / 'run'}")
-    tb = tmp_path / "run" / "tensorboard"
-    deadline = time.time() + 300
-    while not (tb.exists() and list(tb.glob("events.*"))
-               and list(tb.glob("events.*"))[0].stat().st_size > 200):
-        assert time.time() < deadline and proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    steps = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()]
-    assert len(steps) == 1 and 0 < steps[0] < 10_000, out[-2000:]
-
-
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path, caplog):
-    config, run, _ = finished_run
-    shutil.copytree(run, tmp_path / "run")
-    newest = tmp_path / "run" / "checkpoints" / "4" / "state"
-    for f in newest.rglob("*"):
-        if f.is_file():
-            f.write_bytes(b"\0garbage")
-    step, _ = final_params(tmp_path / "run", config)
-    assert step == 2
-    assert "Checkpoint" in caplog.text and "unreadable" in caplog.text
-
-
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     ckpt = Checkpointer(tmp_path, keep=2)
     for step, val_mse in {1: 5.0, 2: 1.0, 3: 3.0, 4: None, 5: 4.0, 6: None}.items():
@@ -276,7 +244,7 @@ def test_nan_loss_stops_with_the_step(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda c: c.optim.update(lr=-1.0), "optim.lr must be positive"),
+    (lambda c: c.optim.update(lr=-1.0), "optim.lr must be a positive number"),
     (lambda c: c.data.update(batch_size=6), "positive multiple of the 8 devices"),
     (lambda c: c.train.update(mesh=(3, 2)), r"train.mesh \(3, 2\) needs 6 devices"),
     (lambda c: c.model.update(in_shape=(5, 16, 16, 1)), "dataset 'custom' gives sequences"),

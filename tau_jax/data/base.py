@@ -430,6 +430,24 @@ class RunningStats:
                 "min": self.min.tolist(), "max": self.max.tolist()}
 
 
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def load_array(path: str | os.PathLike, **kwargs):
+    """np.load without pickles, with one ValueError naming the file when it is not a .npy or
+    .npz file (numpy reports any other bytes as 'pickled data')."""
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+        if not (head.startswith(NPY_MAGIC) or head.startswith(ZIP_MAGIC)):
+            raise ValueError(f"it starts with {head!r}, not NumPy's .npy header or a .npz (zip) "
+                             "archive")
+        return np.load(path, allow_pickle=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - truncated headers and archives fail in many ways
+        raise ValueError(f"Cannot read {path} as a NumPy array file: {e}.") from None
+
+
 def check_finite(x: np.ndarray, what: str) -> None:
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))

@@ -115,13 +115,9 @@ def array_sequences(array: np.ndarray, label: str, layout: str) -> list[Sequence
 def load_array_file(path: pathlib.Path, layout: str) -> dict[str | None, list[Sequence]]:
     """{None: sequences} for one array, {split: sequences} for an npz of train/val/test."""
     if path.suffix == ".npy":
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as e:
-            raise ValueError(f"Cannot read {path} as a .npy array: {e}") from None
-        return {None: array_sequences(array, str(path), layout)}
+        return {None: array_sequences(base.load_array(path, mmap_mode="r"), str(path), layout)}
+    z = base.load_array(path)
     try:
-        z = np.load(path, allow_pickle=False)
         arrays = {k: z[k] for k in z.files}
     except Exception as e:
         raise ValueError(f"Cannot read {path} as an .npz archive: {e}") from None

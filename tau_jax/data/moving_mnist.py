@@ -114,10 +114,7 @@ def _manual_dir(data_config) -> pathlib.Path:
 
 
 def check_test_file(path: pathlib.Path, n_frames: int) -> tuple[int, ...]:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:
-        raise ValueError(f"Cannot read {path} as a .npy array: {e}") from None
+    arr = base.load_array(path, mmap_mode="r")
     if arr.ndim != 4 or arr.shape[2:] != (SIZE, SIZE):
         raise ValueError(f"{path} has shape {arr.shape}; the Moving MNIST test file is "
                          f"(frames, sequences, 64, 64) = (20, 10000, 64, 64).")

@@ -31,15 +31,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(axes))
 
 
-def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """Rows of a global batch this process loads; checks the batch splits evenly."""
+def local_batch_size(global_batch_size: int, mesh: Mesh, field: str = "data.batch_size") -> int:
+    """Rows of a global batch this process loads; checks the batch splits evenly (errors name
+    the config `field` the batch size came from)."""
     sharding = batch_sharding(mesh)
     shards = int(np.prod([mesh.shape[a] for a in sharding.spec[0]]))
     if global_batch_size <= 0 or global_batch_size % shards:
-        raise ValueError(f"data.batch_size = {global_batch_size} must be a positive multiple of "
+        raise ValueError(f"{field} = {global_batch_size} must be a positive multiple of "
                          f"the {shards} devices the batch is split over (mesh {dict(mesh.shape)}).")
     if global_batch_size % jax.process_count():
-        raise ValueError(f"data.batch_size = {global_batch_size} must be divisible by the "
+        raise ValueError(f"{field} = {global_batch_size} must be divisible by the "
                          f"{jax.process_count()} processes.")
     return global_batch_size // jax.process_count()
 
@@ -104,7 +105,7 @@ def eval_batches(source, global_batch_size: int, mesh: Mesh, *,
     n = len(source)
     if n == 0:
         raise ValueError("the evaluation split is empty.")
-    local = local_batch_size(global_batch_size, mesh)
+    local = local_batch_size(global_batch_size, mesh, "data.eval_batch_size")
     sharding = batch_sharding(mesh)
     positions = _EvalRow(global_batch_size, local, jax.process_index() * local)
     ds = (grain.MapDataset.range(num_eval_batches(n, global_batch_size) * local)

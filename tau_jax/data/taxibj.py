@@ -86,7 +86,7 @@ def check_headers(path: pathlib.Path) -> dict[str, int]:
 
 def load_split(path: pathlib.Path, split: str) -> np.ndarray:
     """float32 (N, 8, 32, 32, 2) in [0, 1]; errors on NaN/Inf or values outside [-1, 1]."""
-    with np.load(path, allow_pickle=False) as z:
+    with base.load_array(path) as z:
         x, y = z[f"X_{split}"], z[f"Y_{split}"]
     for key, a in ((f"X_{split}", x), (f"Y_{split}", y)):
         base.check_finite(a, f"{path}: {key}")

@@ -1,71 +1,247 @@
 """Checkpoints with orbax: async saves, the latest N plus the best by validation MSE, the data
-iterator's position alongside the state, and resume that skips an unreadable checkpoint.
+iterator's position alongside the state, and resume that survives a corrupt checkpoint.
 
-Layout: `<workdir>/checkpoints/<step>/{state, data}`; `data` is grain's iterator state (JSON).
+Layout: `<workdir>/checkpoints/<step>/{state, data, metrics}`; `data` is grain's iterator state
+(JSON), `metrics` the validation MSE the best-checkpoint policy reads back after a resume.
+A training run moves a checkpoint that cannot be read aside to `checkpoints/unreadable/<step>/`
+(never deleted) and goes on from the one before; eval and predict only skip it.
+Guarantees: a state with a non-finite leaf is never written, and a failed write (disk full,
+read-only folder) is one `WriteError` naming the folder and the cause, with orbax's
+temporary folders removed, so the next run resumes from the last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import pathlib
+import re
+import shutil
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = "val_mse"
+UNREADABLE = "unreadable"
+TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+class _WithoutMetricWarning(logging.Filter):
+    """Saves between evaluations have no validation MSE by design; orbax warns on each."""
+
+    def filter(self, record):
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_WithoutMetricWarning())
+
+
+class WriteError(OSError):
+    """A file of the run could not be written: the message names it, the cause and the last
+    complete checkpoint, which the same command resumes from."""
+
+
+# errors of a disk that cannot take a write: full, over quota, read-only, file too large, denied
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM,
+                errno.EIO)
 
 
 class Checkpointer:
-    """Saves and restores (TrainState, data iterator state) under `<workdir>/checkpoints`."""
+    """Saves and restores (TrainState, data iterator state) under `<workdir>/checkpoints`.
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int):
+    `writable=False` (eval, predict) opens the folder read-only: nothing is created, cleaned or
+    moved.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, keep: int, writable: bool = True):
         # BestN keeps the tail of the sorted order: reverse=True (descending) keeps the lowest MSE.
         policy = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=keep),
-            checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
+            checkpoint_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-        self.manager = ocp.CheckpointManager(
-            self.directory, item_names=("state", "data"),
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                                 cleanup_tmp_directories=True))
+        self.writable = writable
+        self._pending = None  # step of the save that may still be running
+        # best_fn makes orbax write each step's metrics, so the best survives a resume
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, best_fn=_best_metric, best_mode="min", create=writable,
+            cleanup_tmp_directories=writable, read_only=not writable)
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data"),
+                                                 options=options)
+        except OSError as e:
+            raise WriteError(f"cannot use checkpoint folder {self.directory}: "
+                                       f"{e.strerror or e}.") from None
 
+    # -- saving ----------------------------------------------------------------------------------
     def save(self, step: int, state, data_state: dict, val_mse: float | None = None) -> None:
-        """Start an async save (returns before the files are written)."""
+        """Start an async save (returns before the files are written). FloatingPointError, and
+        nothing written, when a leaf of `state` is not finite."""
+        if not all_finite(state):
+            raise FloatingPointError(f"the training state of step {step} holds non-finite values; "
+                                     "it was not saved.")
         metrics = None if val_mse is None else {BEST_METRIC: float(val_mse)}
-        self.manager.save(step, args=ocp.args.Composite(
+        self._guard(lambda: self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
-            metrics=metrics, force=True)
+            metrics=metrics, force=True))
+        self._pending = step
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._guard(self.manager.wait_until_finished)
+        self._pending = None
 
+    def close(self) -> None:
+        self.wait()
+        self.manager.close()
+
+    def abandon(self) -> None:
+        """Close after a failure: let a running save end (its own error is not the one to
+        report) and remove any temporary folder it left."""
+        try:
+            self.manager.wait_until_finished()
+            self.manager.close()
+        except Exception:  # noqa: BLE001 - the run is already failing with a better error
+            pass
+        if self.writable:
+            self.remove_temporary()
+
+    def _guard(self, call) -> None:
+        """Run an orbax call; a failed (earlier async) write becomes one WriteError."""
+        try:
+            call()
+        except (OSError, ValueError, RuntimeError) as e:
+            step = self._pending
+            self._pending = None
+            self.remove_temporary()
+            raise WriteError(self.failure(f"checkpoint {step} in {self.directory}", _cause(e),
+                                          skip=step)) from e
+
+    def failure(self, what: str, cause: str, skip: int | None = None) -> str:
+        """'could not write <what>: <cause>; the last complete checkpoint is ...'."""
+        kept = [s for s in self.complete_steps() if s != skip]
+        return (f"could not write {what}: {cause}; "
+                + (f"the last complete checkpoint is step {kept[-1]}: " if kept else
+                   "no checkpoint was completed: ")
+                + "fix that and run the same command again to resume.")
+
+    def remove_temporary(self) -> None:
+        """Delete orbax's unfinished `*.orbax-checkpoint-tmp*` folders (process 0)."""
+        if jax.process_index() != 0 or not self.directory.is_dir():
+            return
+        for p in self.directory.iterdir():
+            if TMP_MARK in p.name:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def complete_steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+    # -- restoring -------------------------------------------------------------------------------
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, abstract_state):
-        """(step, state, data_state) of the newest readable checkpoint, or None if there is none.
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
 
-        A checkpoint that fails to load (truncated or corrupted files) is reported and skipped in
-        favour of the one before it.
+    def restore(self, step: int, abstract_state):
+        """(state, data_state) of checkpoint `step`, placed as `abstract_state` says."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return restored.state, restored.data
+
+    def restore_latest(self, abstract_state):
+        """(step, state, data_state) of the newest readable checkpoint, or None if none is.
+
+        A checkpoint that fails to load is reported and skipped for the one before it. When
+        writable, one whose files are damaged (not one of another config's training state: its
+        layout differs from `abstract_state`) is moved to `checkpoints/unreadable/<step>/`, so
+        the run can write that step again.
         """
         for step in reversed(self.steps()):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+                state, data_state = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any read failure means: try an older one
-                logging.error("Checkpoint %s is unreadable (%s: %s); falling back to the "
-                              "previous one.", self.directory / str(step), type(e).__name__,
-                              str(e).splitlines()[0] if str(e) else "")
+                logging.warning("Checkpoint %s is unreadable (%s: %s); falling back to the "
+                                "previous one.", self.directory / str(step), type(e).__name__,
+                                _first_line(e))
+                if self.writable and not self._other_layout(step, abstract_state):
+                    self._move_aside(step)
                 continue
-            return step, restored.state, restored.data
+            return step, state, data_state
         return None
 
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def _other_layout(self, step: int, abstract_state) -> bool:
+        """Whether checkpoint `step` is readable metadata of a differently shaped state."""
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+            saved = getattr(saved, "tree", saved)
+        except Exception:  # noqa: BLE001 - unreadable metadata: the files are damaged
+            return False
+        return _layout(saved) != _layout(abstract_state)
+
+    def _move_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target = self.directory / UNREADABLE / str(step)
+            n = 1
+            while target.exists():
+                target, n = self.directory / UNREADABLE / f"{step}.{n}", n + 1
+            target.parent.mkdir(exist_ok=True)
+            os.replace(self.directory / str(step), target)
+            logging.warning("Moved unreadable checkpoint %s aside to %s.", step, target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"tau_jax_move_aside_{step}")
+        self.manager.reload()
+
+
+def _best_metric(metrics: dict) -> float:
+    return metrics[BEST_METRIC]
+
+
+def _layout(tree) -> list[tuple]:
+    """Sorted (shape, dtype) of the array leaves: what must agree for a restore to fit."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return sorted((tuple(x.shape), str(np.dtype(x.dtype))) for x in leaves
+                  if hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+@jax.jit
+def _all_finite(tree):
+    leaves = [x for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+
+
+def all_finite(tree) -> bool:
+    """Whether every floating-point leaf of `tree` is finite (one reduction on the device)."""
+    return bool(_all_finite(tree))
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
+
+
+def _cause(e: BaseException) -> str:
+    """The operating system's words for a failed write, else the error's first line."""
+    for link in _chain(e):
+        if isinstance(link, OSError) and link.strerror:
+            return link.strerror
+        code = re.search(r"os_error_code='?(\d+)", str(link))
+        if code:
+            return os.strerror(int(code.group(1)))
+    return _first_line(e)[:300]
+
+
+def _chain(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def abstract_like(tree, shardings):

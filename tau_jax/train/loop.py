@@ -3,7 +3,12 @@
 config -> checks (before anything compiles) -> mesh -> sources -> state (sharded init or resume)
 -> jitted train step (donated state) -> metrics every `log_every_steps` -> eval over the whole
 test split with OpenSTL's metrics, sample PNG/GIF -> async checkpoints (latest N + best val MSE,
-data iterator position included; also on SIGTERM).
+data iterator position included).
+
+Faults: one process trains in a workdir at a time (`train.lock`); SIGTERM checkpoints the step
+all processes agree on and raises `Preempted` (the CLI exits 143); a non-finite loss or state
+stops the run with the last good checkpoint kept; a damaged checkpoint is moved aside and the one
+before it resumed; a failed write is one error naming the path and leaves no temporary folder.
 
 Randomness is a function of (seed, step) and the data order of (seed, position), so a run
 resumed from any checkpoint continues exactly as the uninterrupted run would have.
@@ -11,12 +16,13 @@ resumed from any checkpoint continues exactly as the uninterrupted run would hav
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import pathlib
-import signal
 import sys
 
 import jax
@@ -34,7 +40,9 @@ from tau_jax.config import default_model_config
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.models import predrnn
 from tau_jax.train import optim
-from tau_jax.train.checkpoint import Checkpointer, abstract_like
+from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
+from tau_jax.train.lock import WorkdirLocked, workdir_lock
+from tau_jax.train.preemption import Preempted, Preemption
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
 from tau_jax.train.writer import MetricWriter
@@ -49,19 +57,32 @@ COMPUTE_ONLY_FIELDS = ("dtype", "dw_impl", "remat")
 # Checks that run before anything is built
 # ----------------------------------------------------------------------------------------------
 
-def check_workdir(workdir: pathlib.Path, config) -> None:
-    """The workdir is writable and holds no run of a different model."""
+def read_json(path: pathlib.Path) -> dict:
+    """A JSON file the workdir holds; ValueError naming it when it is damaged."""
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"Cannot write to workdir {workdir} ({e.strerror}); choose a "
-                              "directory you can write to.") from e
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from a backup or move it "
+                         "away.") from None
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    """Write `path` whole or not at all (a full disk leaves the old file, not half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_workdir(workdir: pathlib.Path, config) -> None:
+    """The workdir holds no run of a different model (reads only: creates nothing)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} is a file, not a folder; choose a folder.")
     saved = workdir / CONFIG_FILE
     if saved.exists():
-        old = json.loads(saved.read_text()).get("model", {})
+        old = read_json(saved).get("model", {})
         new = json.loads(config.model.to_json())
         # a field missing from either (added after a run was saved) has its default value
         defaults = json.loads(default_model_config(new.get("name", "tau")).to_json())
@@ -75,12 +96,37 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
                              "now); use a new workdir or the same model config.")
 
 
+# (section, field, smallest allowed value) of the integer fields a run cannot do without
+INT_FIELDS = (("data", "batch_size", 1), ("data", "eval_batch_size", 1),
+              ("train", "epochs", 1), ("train", "max_steps", 0),
+              ("train", "log_every_steps", 1), ("train", "eval_every_steps", 0),
+              ("train", "checkpoint_every_steps", 0), ("train", "keep_checkpoints", 1),
+              ("train", "num_samples", 0))
+
+
 def check_config(config) -> None:
-    if config.optim.lr <= 0:
-        raise ValueError(f"optim.lr must be positive, got {config.optim.lr}.")
-    for field in ("log_every_steps", "keep_checkpoints"):
-        if config.train[field] < 1:
-            raise ValueError(f"train.{field} must be >= 1, got {config.train[field]}.")
+    """One ValueError naming the field, for values no run can use, before anything is built."""
+    lr, largest = config.optim.lr, float(np.finfo(np.float32).max)
+    if not (isinstance(lr, (int, float)) and 0 < lr <= largest):
+        raise ValueError(f"optim.lr must be a positive number within float32 range "
+                         f"(<= {largest:.3g}), got {lr}.")
+    for section, field, low in INT_FIELDS:
+        value = config[section][field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{section}.{field} must be an integer >= {low}, got {value!r}.")
+
+
+def schedule_epochs(config, steps_per_epoch: int) -> int:
+    """Epochs the learning-rate schedule spans: train.epochs, stretched (with a warning) when
+    train.max_steps goes beyond them, so no step runs past the schedule's end at lr ~ 0."""
+    epochs, max_steps = config.train.epochs, config.train.max_steps
+    if max_steps > epochs * steps_per_epoch:
+        stretched = math.ceil(max_steps / steps_per_epoch)
+        logging.warning("train.max_steps = %d is beyond train.epochs x steps per epoch = %d x %d; "
+                        "the learning-rate schedule is stretched to %d epochs.", max_steps,
+                        epochs, steps_per_epoch, stretched)
+        return stretched
+    return epochs
 
 
 def check_source_matches_model(source, model_config) -> None:
@@ -221,44 +267,47 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
 # The loop
 # ----------------------------------------------------------------------------------------------
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop polls, so it can checkpoint before exiting."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading_main():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint before exiting.")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def threading_main() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
 def save_config(config, workdir: pathlib.Path) -> None:
     if jax.process_index() == 0:
-        (workdir / CONFIG_FILE).write_text(config.to_json(indent=2))
+        write_atomic(workdir / CONFIG_FILE, config.to_json(indent=2))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Train `config` in `workdir` (resuming the newest checkpoint there); returns the final
-    evaluation metrics."""
+    evaluation metrics. Raises `Preempted` after checkpointing on SIGTERM, `WorkdirLocked` when
+    another process trains in `workdir`; a refused run leaves no folder behind."""
     workdir = pathlib.Path(workdir)
     check_config(config)
     model = models.build(config.model)  # model config errors surface here
     check_workdir(workdir, config)
+    with job_lock(workdir):
+        return _train(config, model, workdir)
+
+
+@contextlib.contextmanager
+def job_lock(workdir: pathlib.Path):
+    """The workdir lock of the whole job, held by process 0; every process learns whether it
+    was taken (a collective: no process may raise before it)."""
+    if jax.process_count() == 1:
+        with workdir_lock(workdir):
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        error = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(workdir_lock(workdir))
+            except (WorkdirLocked, PermissionError) as e:
+                error = e
+        taken = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if error is not None:
+            raise error
+        if not taken:
+            raise WorkdirLocked(f"process 0 could not lock workdir {workdir}; its log says why.")
+        yield
+
+
+def _train(config, model, workdir: pathlib.Path) -> dict:
     mesh = make_mesh(config.train.mesh)
     train_source = data.get_source(config.data, "train")
     eval_source = data.get_source(config.data, config.data.eval_split)
@@ -268,38 +317,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ValueError(f"data.batch_size = {config.data.batch_size} exceeds the "
                          f"{train_source.epoch_size} training sequences of an epoch.")
     total_steps = config.train.max_steps or config.train.epochs * steps_per_epoch
-    local_batch_size(config.data.eval_batch_size, mesh)  # checks divisibility before compiling
-    tx, lr_fn = optim.create_optimizer(config.optim, steps_per_epoch, config.train.epochs)
+    local_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
+    tx, lr_fn = optim.create_optimizer(config.optim, steps_per_epoch,
+                                       schedule_epochs(config, steps_per_epoch))
     batches = train_batches(train_source, config.data.batch_size, mesh, config.train.seed)
 
     abstract, shardings, make = state_template(config, tx, mesh)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
-    restored = ckpt.restore_latest(abstract)
-    if restored is None and ckpt.steps():  # never silently restart over a run's checkpoints
+    try:
+        restored = ckpt.restore_latest(abstract)
+        if restored is None and ckpt.steps():  # never silently restart over a run's checkpoints
+            raise ValueError(
+                f"no checkpoint in {ckpt.directory} (steps {ckpt.steps()}) can be restored into "
+                "this config's training state (logged above; a different optim section, e.g. "
+                "optim.ema_decay or optim.optimizer, changes it): train with the config the "
+                "workdir was made with, or move the checkpoints away to start over.")
+        save_config(config, workdir)  # after the checks: a refused run leaves the workdir as it was
+        if restored is not None:
+            step0, state, data_state = restored
+            if data_state:
+                batches.set_state(data_state)
+                logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
+            else:  # a converted workdir (`tau-jax convert`): weights, no data position
+                logging.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
+                             "state (a converted workdir), so the data iterator starts fresh.",
+                             step0, ckpt.directory)
+        else:
+            state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
+        metrics = _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches,
+                        eval_source, ckpt, total_steps, steps_per_epoch)
         ckpt.close()
-        raise ValueError(
-            f"no checkpoint in {ckpt.directory} (steps {ckpt.steps()}) can be restored into this "
-            "config's training state (logged above; a different optim section, e.g. "
-            "optim.ema_decay or optim.optimizer, changes it): train with the config the workdir "
-            "was made with, or move the checkpoints away to start over.")
-    save_config(config, workdir)  # after the checks: a refused run leaves the workdir as it was
-    if restored is not None:
-        step0, state, data_state = restored
-        if data_state:
-            batches.set_state(data_state)
-            logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
-        else:  # a converted workdir (`tau-jax convert`): weights, no data position
-            logging.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
-                         "state (a converted workdir), so the data iterator starts fresh.",
-                         step0, ckpt.directory)
-    else:
-        state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
-    step = int(state.step)
+    except OSError as e:
+        ckpt.abandon()
+        if isinstance(e, WriteError) or e.errno not in WRITE_ERRNOS:
+            raise
+        raise WriteError(ckpt.failure(e.filename or f"a file in {workdir}", e.strerror)) from e
+    except BaseException:
+        ckpt.abandon()  # no half-written checkpoint left behind, whatever ended the run
+        raise
+    if jax.process_index() == 0:
+        write_atomic(workdir / "eval_metrics.json", json.dumps(
+            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
+            indent=2))
+    return metrics
 
+
+def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, eval_source, ckpt,
+          total_steps, steps_per_epoch) -> dict:
+    """Train from `state` to total_steps, evaluating and checkpointing on the way."""
     train_step = make_train_step(model, config, tx, shardings, mesh)
     predict_step = make_predict_step(model, config, mesh)
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every
+    step = int(state.step)
     writer = MetricWriter(workdir, total_steps)
     sums, count, last_eval = None, 0, {}
     progress = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
@@ -314,47 +384,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             writer.image(step, "eval/samples", np.asarray(Image.open(png).convert("RGB")))
         return metrics
 
-    with _Preemption() as preemption:
-        while step < total_steps:
-            frames = next(batches)
-            state, metrics = train_step(state, frames)
-            step += 1
-            progress.update(1)
-            sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
-            count += 1
-            last = step == total_steps
-            stop = preemption.requested  # read once: the signal may arrive at any moment
-            saving = step % ckpt_every == 0 or last or stop
-            if step % config.train.log_every_steps == 0 or saving:  # never save a NaN state
-                means = {k: float(v) / count for k, v in sums.items()}
-                if not np.isfinite(means["loss"]):
-                    ckpt.wait()
-                    raise FloatingPointError(
-                        f"training loss became {means['loss']} by step {step}; the last good "
-                        f"checkpoint (step {ckpt.manager.latest_step()}) is kept in "
-                        f"{ckpt.directory}.")
-                rate, eta = writer.rate(step)
-                means["lr"] = float(lr_fn(step - 1))
-                if np.isfinite(rate):
-                    means.update(steps_per_s=rate, eta_s=eta)
-                writer.scalars(step, means, "train")
-                progress.set_postfix(loss=f"{means['loss']:.4g}")
-                sums, count = None, 0
-            if step % eval_every == 0 or last:
-                last_eval = run_eval(step)
-            if saving:
-                val = last_eval.get("mse") if step % eval_every == 0 or last else None
-                ckpt.save(step, state, batches.get_state(), val)
-            if stop:
-                break
-    progress.close()
-    ckpt.close()
-    writer.close()
-    if jax.process_index() == 0 and last_eval:
-        (workdir / "eval_metrics.json").write_text(json.dumps(
-            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in last_eval.items()},
-            indent=2))
+    try:
+        with Preemption() as preemption:
+            while step < total_steps:
+                state, metrics = train_step(state, next(batches))
+                step += 1
+                progress.update(1)
+                sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
+                count += 1
+                last = step == total_steps
+                stop = preemption.reached(step)
+                saving = step % ckpt_every == 0 or last or stop
+                if step % config.train.log_every_steps == 0 or saving:
+                    means = {k: float(v) / count for k, v in sums.items()}
+                    if not np.isfinite(means["loss"]):
+                        _non_finite(ckpt, step, f"the training loss became {means['loss']}")
+                    rate, eta = writer.rate(step)
+                    means["lr"] = float(lr_fn(step - 1))
+                    if np.isfinite(rate):
+                        means.update(steps_per_s=rate, eta_s=eta)
+                    writer.scalars(step, means, "train")
+                    progress.set_postfix(loss=f"{means['loss']:.4g}")
+                    sums, count = None, 0
+                if (step % eval_every == 0 or last) and not stop:
+                    last_eval = run_eval(step)
+                if saving:
+                    val = last_eval.get("mse") if step % eval_every == 0 or last else None
+                    try:
+                        ckpt.save(step, state, batches.get_state(), val)
+                    except FloatingPointError:
+                        _non_finite(ckpt, step, "the training state (parameters or optimiser "
+                                                "state) became non-finite")
+                if stop:
+                    ckpt.close()
+                    raise Preempted(f"stopped by SIGTERM at step {step} after saving checkpoint "
+                                    f"{ckpt.directory / str(step)}; run the same command again "
+                                    "to resume.")
+    finally:
+        progress.close()
+        writer.close()
     return last_eval
+
+
+def _non_finite(ckpt, step: int, what: str):
+    ckpt.wait()
+    good = ckpt.steps()
+    raise FloatingPointError(
+        f"{what} by step {step}; "
+        + (f"the last good checkpoint (step {good[-1]}) is kept in {ckpt.directory}"
+           if good else "no checkpoint was written")
+        + "; lower optim.lr or set optim.clip_grad.")
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -363,13 +442,14 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a tau-jax workdir "
                                 "(run `tau-jax train` there first).")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(read_json(path))
 
 
 def restore_state(config, workdir: str | os.PathLike, mesh) -> tuple[int, TrainState]:
-    """(step, state) of the newest readable checkpoint in `workdir`, placed on `mesh`."""
+    """(step, state) of the newest readable checkpoint in `workdir`, placed on `mesh`; reads
+    only (an unreadable checkpoint is skipped, not moved)."""
     tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
-    ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
+    ckpt = Checkpointer(workdir, config.train.keep_checkpoints, writable=False)
     try:
         restored = ckpt.restore_latest(state_template(config, tx, mesh)[0])
     finally:
