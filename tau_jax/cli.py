@@ -118,8 +118,9 @@ def _exit_code(error: BaseException) -> int | None:
 
 def _message(error: BaseException) -> str:
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    if isinstance(error, OSError) and error.strerror and error.filename:
-        text = f"cannot use {error.filename}: {error.strerror}."
+    if isinstance(error, OSError) and error.strerror:
+        text = (f"cannot use {error.filename}: {error.strerror}." if error.filename else
+                f"{error.strerror}.")
     return " ".join(str(text).split())
 
 
@@ -301,12 +302,13 @@ def _benchmark(_):
         print(json.dumps(result, indent=2))
 
 
+@_guarded
 def _data(argv):
     from tau_jax import data
     args = argv[1:]
     if len(args) != 2 or args[0] not in DATA_ACTIONS:
         print(DATA_USAGE, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     action, name = args
     config = _CONFIG.value
     config.data.name = name
@@ -314,21 +316,17 @@ def _data(argv):
         config.data.data_dir = _DATA_DIR.value
     if _MANUAL_DIR.value is not None:
         config.data.manual_dir = _MANUAL_DIR.value
-    try:
-        if action == "prepare":
-            import tensorflow_datasets as tfds
-            tfds.enable_progress_bar()
-            builder = data.prepare(config.data)
-            sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
-            print(f"{name}: prepared in {builder.data_dir} ({sizes} records)")
-        else:
-            from tau_jax.data import preview
-            source = data.get_source(config.data, _SPLIT.value)
-            path = preview.save_grid(source, _OUT.value, _NUM.value)
-            print(f"{name}/{_SPLIT.value}: {len(source)} sequences of {source.shape}; wrote {path}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"tau-jax data {action} {name}: {e}", file=sys.stderr)
-        sys.exit(1)
+    if action == "prepare":
+        import tensorflow_datasets as tfds
+        tfds.enable_progress_bar()
+        builder = data.prepare(config.data)
+        sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+        print(f"{name}: prepared in {builder.data_dir} ({sizes} records)")
+    else:
+        from tau_jax.data import preview
+        source = data.get_source(config.data, _SPLIT.value)
+        path = preview.save_grid(source, _OUT.value, _NUM.value)
+        print(f"{name}/{_SPLIT.value}: {len(source)} sequences of {source.shape}; wrote {path}")
 
 
 def main(argv=None):

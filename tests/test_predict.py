@@ -217,6 +217,15 @@ def test_export_round_trip(simvp_run, clips, tmp_path):
                                predictor.predict(clips[:3, :4], 6), atol=1e-5)
     with pytest.raises(ValueError, match="expects 1"):
         exported.predict(np.zeros((1, 4, 16, 16, 2), np.float32))
+    nan = clips[:2, :4].copy()
+    nan[1, 2, 3, 4] = np.nan
+    for p in (predictor, exported):  # the CLI's input check holds for the Python API too
+        with pytest.raises(ValueError, match="frames contains 1 NaN/Inf values"):
+            p.predict(nan, 6) if p is predictor else p.predict(nan)
+    (tmp_path / "garbage.jaxexport").write_bytes(b"\x00\x01not a flatbuffer" * 3)
+    with pytest.raises(ValueError, match="garbage.jaxexport is not a model written by "
+                                         "Predictor.export"):
+        predict.load_exported(tmp_path / "garbage.jaxexport")
 
 
 def bundle_config(name="simvp_tau_tiny"):

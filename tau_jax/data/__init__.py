@@ -15,6 +15,8 @@ Datasets (`config.data.name`): `moving_mnist` (alias `mmnist`), `taxibj`, `kth` 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 
 _MODULES = {
@@ -48,14 +50,31 @@ def get_source(data_config, split: str):
     picklable; attributes `in_frames`, `out_frames`, `mean`, `std` ((C,) float32; raw = x *
     std + mean), `name`, `split`, `epoch_size`. Prepares the dataset on first use."""
     data_config = _data_section(data_config)
-    return module(data_config.name).get_source(data_config, split)
+    with _preparing(data_config):
+        return module(data_config.name).get_source(data_config, split)
 
 
 def prepare(data_config):
     """Build the dataset into `data_config.data_dir` now (no-op when it is prepared); returns
     the tfds builder."""
     data_config = _data_section(data_config)
-    return module(data_config.name).prepare(data_config)
+    with _preparing(data_config):
+        return module(data_config.name).prepare(data_config)
+
+
+@contextlib.contextmanager
+def _preparing(data_config):
+    """A dataset that must be prepared where nothing can be written: one error naming the
+    folder (tfds fails deep inside its builder otherwise)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = data_config.data_dir or "$TFDS_DATA_DIR or ~/tensorflow_datasets"
+        raise OSError(e.errno, f"cannot prepare dataset {data_config.name!r} in data.data_dir "
+                      f"{where} ({e.strerror} at {e.filename}); choose a data.data_dir you can "
+                      "write to, or prepare it there once with `tau-jax data prepare`") from None
 
 
 def manual_download_instructions(name: str) -> str:
