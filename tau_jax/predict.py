@@ -369,8 +369,9 @@ def load(workdir: str | os.PathLike, normalisation: dict | None = None) -> Predi
     (EMA weights when the run kept them). `normalisation` ({'sub', 'div'}) overrides the saved
     or derived constants."""
     from tau_jax.train import loop
+    from tau_jax.train.workdir import load_config
     workdir = pathlib.Path(workdir)
-    config = loop.load_config(workdir)
+    config = load_config(workdir)
     if not _has_checkpoints(workdir):
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train "
                                 f"(`tau-jax train`) or convert (`tau-jax convert`) into {workdir} "
@@ -475,13 +476,14 @@ def convert_openstl(state_dict, config, workdir: str | os.PathLike) -> pathlib.P
     which fine-tunes from it (the checkpoint holds no data-iterator position, so training reads
     its data from the start of the shuffled order, as a new run does)."""
     from tau_jax import convert
-    from tau_jax.train import loop
     from tau_jax.train.checkpoint import Checkpointer
+    from tau_jax.train.lock import workdir_lock
     from tau_jax.train.state import TrainState
+    from tau_jax.train.workdir import check_config, check_workdir, save_config
     workdir = pathlib.Path(workdir)
-    loop.check_config(config)
+    check_config(config)
     variables = convert.from_openstl(config.model, state_dict)  # errors name the bad keys
-    loop.check_workdir(workdir, config)
+    check_workdir(workdir, config)
     if _has_checkpoints(workdir):
         raise ValueError(f"{workdir / 'checkpoints'} already holds checkpoints; convert into a "
                          "new workdir.")
@@ -493,8 +495,9 @@ def convert_openstl(state_dict, config, workdir: str | os.PathLike) -> pathlib.P
     # same tree, shapes and dtypes as a trained run's checkpoint
     state = jax.tree_util.tree_map(lambda a, s: jax.device_put(jnp.asarray(a, s.dtype),
                                                                s.sharding), state, abstract)
-    loop.save_config(config, workdir)
-    ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
-    ckpt.save(0, state, {})
-    ckpt.close()
+    with workdir_lock(workdir):  # not while a `train` writes there
+        save_config(config, workdir)
+        ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
+        ckpt.save(0, state, {})
+        ckpt.close()
     return workdir

@@ -13,7 +13,7 @@ from PIL import Image
 
 from test_train import ROOT, cli
 from tau_jax import data, predict
-from tau_jax.train import loop
+from tau_jax.train.workdir import load_config
 
 T, HORIZON = 5, 15  # 5 -> 5 frames (Moving MNIST frames stay 64x64); 15 = three roll-out passes
 SHRINK = [  # the quickstart config, shrunk to seconds: 2 steps of 4 clips, 4 test clips
@@ -63,7 +63,7 @@ def test_quickstart_train_eval_predict(tmp_path):
     assert evaluated["copy_last_mse"] == pytest.approx(metrics["copy_last_mse"], rel=1e-6)
 
     # clips of the test split in its stored units (uint8), as a user would have them
-    source = data.get_source(loop.load_config(workdir).data, "test")
+    source = data.get_source(load_config(workdir).data, "test")
     clips = np.stack([source[i][:T] for i in range(2)])
     inputs = tmp_path / "clips.npy"
     np.save(inputs, np.round(clips * 255).astype(np.uint8))

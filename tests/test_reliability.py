@@ -20,7 +20,8 @@ import pytest
 from tau_jax import data
 from tau_jax.train import checkpoint, lock, loop
 from tau_jax.train.checkpoint import Checkpointer
-from test_train import ROOT, cli, final_params, tiny_config, wait_for_checkpoint, write_config_file
+from tau_jax.train.workdir import load_config, schedule_epochs
+from test_train import ROOT, cli, final_params, tiny_config, write_config_file
 
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
@@ -365,13 +366,13 @@ def test_invalid_values_are_refused_naming_the_field(dataset, tmp_path, change, 
 
 def test_max_steps_beyond_the_schedule_stretches_it_with_a_warning(dataset, caplog):
     config = tiny_config(dataset, max_steps=7)  # 3 epochs x 2 steps = 6
-    assert loop.schedule_epochs(config, 2) == 4
+    assert schedule_epochs(config, 2) == 4
     assert "schedule is stretched to 4 epochs" in caplog.text
     config.train.max_steps = 6
-    assert loop.schedule_epochs(config, 2) == 3
+    assert schedule_epochs(config, 2) == 3
 
 
 def test_corrupt_config_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"model": {"name": "tau",')
     with pytest.raises(ValueError, match=rf"{tmp_path / 'config.json'} is not valid JSON"):
-        loop.load_config(tmp_path)
+        load_config(tmp_path)

@@ -20,6 +20,7 @@ from tau_jax.metrics import evaluate as evaluate_metrics
 from tau_jax.train import loop, optim, sharding
 from tau_jax.train.checkpoint import Checkpointer
 from tau_jax.train.sharding import make_mesh
+from tau_jax.train.workdir import check_workdir, load_config
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -278,13 +279,13 @@ def test_workdir_saved_before_a_model_field_existed_is_accepted(dataset, tmp_pat
     saved = json.loads(config.to_json())
     del saved["model"]["tau_ablation"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    loop.check_workdir(tmp_path, config)  # no error
-    old = loop.load_config(tmp_path)  # resuming with the run's own (older) config
+    check_workdir(tmp_path, config)  # no error
+    old = load_config(tmp_path)  # resuming with the run's own (older) config
     assert "tau_ablation" not in old.model
-    loop.check_workdir(tmp_path, old)
+    check_workdir(tmp_path, old)
     config.model.tau_ablation = "no_sa"
     with pytest.raises(ValueError, match=r"model.tau_ablation: 'none' there, 'no_sa' now"):
-        loop.check_workdir(tmp_path, config)
+        check_workdir(tmp_path, config)
 
 
 def test_unknown_config_field_is_an_error(dataset, tmp_path):

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import pathlib
 import sys
@@ -36,7 +35,6 @@ from PIL import Image
 
 from tau_jax import data, losses, models
 from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
-from tau_jax.config import default_model_config
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.models import predrnn
 from tau_jax.train import optim
@@ -45,100 +43,11 @@ from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.preemption import Preempted, Preemption
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
+from tau_jax.train.workdir import (METRICS_FILE, check_config, check_source_matches_model,
+                                   check_workdir, load_config, save_config, schedule_epochs,
+                                   write_atomic)
 from tau_jax.train.writer import MetricWriter
 from tau_jax.visualize import save_samples
-
-CONFIG_FILE = "config.json"
-# model fields that change how a run computes, not its parameters: a run may resume with others
-COMPUTE_ONLY_FIELDS = ("dtype", "dw_impl", "remat")
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks that run before anything is built
-# ----------------------------------------------------------------------------------------------
-
-def read_json(path: pathlib.Path) -> dict:
-    """A JSON file the workdir holds; ValueError naming it when it is damaged."""
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it from a backup or move it "
-                         "away.") from None
-
-
-def write_atomic(path: pathlib.Path, text: str) -> None:
-    """Write `path` whole or not at all (a full disk leaves the old file, not half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def check_workdir(workdir: pathlib.Path, config) -> None:
-    """The workdir holds no run of a different model (reads only: creates nothing)."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"workdir {workdir} is a file, not a folder; choose a folder.")
-    saved = workdir / CONFIG_FILE
-    if saved.exists():
-        old = read_json(saved).get("model", {})
-        new = json.loads(config.model.to_json())
-        # a field missing from either (added after a run was saved) has its default value
-        defaults = json.loads(default_model_config(new.get("name", "tau")).to_json())
-        old, new = {**defaults, **old}, {**defaults, **new}
-        diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                and k not in COMPUTE_ONLY_FIELDS}
-        if diff:
-            field = sorted(diff)[0]
-            raise ValueError(f"workdir {workdir} holds a run of a different model "
-                             f"(model.{field}: {old.get(field)!r} there, {new.get(field)!r} "
-                             "now); use a new workdir or the same model config.")
-
-
-# (section, field, smallest allowed value) of the integer fields a run cannot do without
-INT_FIELDS = (("data", "batch_size", 1), ("data", "eval_batch_size", 1),
-              ("train", "epochs", 1), ("train", "max_steps", 0),
-              ("train", "log_every_steps", 1), ("train", "eval_every_steps", 0),
-              ("train", "checkpoint_every_steps", 0), ("train", "keep_checkpoints", 1),
-              ("train", "num_samples", 0))
-
-
-def check_config(config) -> None:
-    """One ValueError naming the field, for values no run can use, before anything is built."""
-    lr, largest = config.optim.lr, float(np.finfo(np.float32).max)
-    if not (isinstance(lr, (int, float)) and 0 < lr <= largest):
-        raise ValueError(f"optim.lr must be a positive number within float32 range "
-                         f"(<= {largest:.3g}), got {lr}.")
-    for section, field, low in INT_FIELDS:
-        value = config[section][field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{section}.{field} must be an integer >= {low}, got {value!r}.")
-
-
-def schedule_epochs(config, steps_per_epoch: int) -> int:
-    """Epochs the learning-rate schedule spans: train.epochs, stretched (with a warning) when
-    train.max_steps goes beyond them, so no step runs past the schedule's end at lr ~ 0."""
-    epochs, max_steps = config.train.epochs, config.train.max_steps
-    if max_steps > epochs * steps_per_epoch:
-        stretched = math.ceil(max_steps / steps_per_epoch)
-        logging.warning("train.max_steps = %d is beyond train.epochs x steps per epoch = %d x %d; "
-                        "the learning-rate schedule is stretched to %d epochs.", max_steps,
-                        epochs, steps_per_epoch, stretched)
-        return stretched
-    return epochs
-
-
-def check_source_matches_model(source, model_config) -> None:
-    t, h, w, c = model_config.in_shape
-    frames = source[0].shape
-    expected = (t + model_config.out_frames, h, w, c)
-    if tuple(frames) != expected:
-        raise ValueError(
-            f"dataset {source.name!r} gives sequences of shape {tuple(frames)} but the model "
-            f"needs (in_shape T + out_frames, H, W, C) = {expected}; make model.in_shape / "
-            "model.out_frames and data.in_frames / data.out_frames agree.")
-
 
 # ----------------------------------------------------------------------------------------------
 # Model family: how to compute the loss and how to predict
@@ -267,11 +176,6 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
 # The loop
 # ----------------------------------------------------------------------------------------------
 
-def save_config(config, workdir: pathlib.Path) -> None:
-    if jax.process_index() == 0:
-        write_atomic(workdir / CONFIG_FILE, config.to_json(indent=2))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Train `config` in `workdir` (resuming the newest checkpoint there); returns the final
     evaluation metrics. Raises `Preempted` after checkpointing on SIGTERM, `WorkdirLocked` when
@@ -344,6 +248,9 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
                              step0, ckpt.directory)
         else:
             state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
+        if int(state.step) < total_steps and jax.process_index() == 0:
+            # the final metrics of an earlier, shorter run: not this run's until it finishes
+            (workdir / METRICS_FILE).unlink(missing_ok=True)
         metrics = _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches,
                         eval_source, ckpt, total_steps, steps_per_epoch)
         ckpt.close()
@@ -356,7 +263,7 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
         ckpt.abandon()  # no half-written checkpoint left behind, whatever ended the run
         raise
     if jax.process_index() == 0:
-        write_atomic(workdir / "eval_metrics.json", json.dumps(
+        write_atomic(workdir / METRICS_FILE, json.dumps(
             {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
             indent=2))
     return metrics
@@ -434,15 +341,6 @@ def _non_finite(ckpt, step: int, what: str):
         + (f"the last good checkpoint (step {good[-1]}) is kept in {ckpt.directory}"
            if good else "no checkpoint was written")
         + "; lower optim.lr or set optim.clip_grad.")
-
-
-def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The resolved config a run saved in its workdir."""
-    path = pathlib.Path(workdir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {workdir} is not a tau-jax workdir "
-                                "(run `tau-jax train` there first).")
-    return ml_collections.ConfigDict(read_json(path))
 
 
 def restore_state(config, workdir: str | os.PathLike, mesh) -> tuple[int, TrainState]:
