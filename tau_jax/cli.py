@@ -259,7 +259,7 @@ def _predict(_):
         written += [str(p) for p in save_samples(frames, blank, preds, out.with_suffix(""),
                                                  mp4=_MP4.value)]
     print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
-          f"{predictor.step}; wrote {', '.join(written)}")
+          f"{predictor.step}; wrote {', '.join(map(str, written))}")
 
 
 @_guarded

@@ -637,7 +637,7 @@ def test_cli_data_prepare_and_show(tmp_path):
     assert image.shape[0] == 4 * 64 + 3 * 2 and image.shape[1] > 8 * 64
     r = run_cli("data", "prepare", "kth", f"--data_dir={tmp_path / 'tfds'}",
                 f"--manual_dir={tmp_path / 'nothing'}")
-    assert r.returncode == 1 and "kth_action.zip" in r.stderr
+    assert r.returncode == 2 and "kth_action.zip" in r.stderr  # usage: files missing
     assert run_cli("data", "fly").returncode == 2
 
 
