@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -105,9 +106,9 @@ def _verbose(argv=()) -> bool:
 
 def _exit_code(error: BaseException) -> int | None:
     """Exit code of an error a user can cause, or None for a bug (which keeps its traceback)."""
-    from tau_jax.train.preemption import EXIT_CODE, Preempted
+    from tau_jax.train.preemption import Preempted
     if isinstance(error, Preempted):
-        return EXIT_CODE
+        return error.exit_code
     if isinstance(error, (ValueError, KeyError, FileNotFoundError, IsADirectoryError,
                           NotADirectoryError, flags.Error)):
         return EXIT_USAGE  # the request names something wrong: a field, a value, a path
@@ -138,6 +139,11 @@ def _guarded(command):
     def run(argv):
         try:
             command(argv)
+        except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
+            if _verbose():
+                raise
+            print(f"tau-jax {command.__name__.strip('_')}: interrupted.", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
         except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
             _fail(command.__name__.strip("_"), e)
     return run

@@ -50,17 +50,29 @@ def dataset(tmp_path_factory):
 
 # -- corrupt checkpoints -------------------------------------------------------------------------
 
-def corrupt(step_dir: pathlib.Path) -> None:
-    for f in (step_dir / "state").rglob("*"):
-        if f.is_file():
-            f.write_bytes(b"\0garbage")
+def corrupt(step_dir: pathlib.Path, kind: str = "state") -> None:
+    """Damage a checkpoint as a crash, a bad disk or a person could."""
+    if kind == "state":  # the arrays' files
+        for f in (step_dir / "state").rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"\0garbage")
+    elif kind == "metrics":  # orbax reads these JSON files when it opens the folder
+        (step_dir / "metrics" / "metrics").write_text("{garbage")
+    elif kind == "step_metadata":
+        (step_dir / "_CHECKPOINT_METADATA").write_text("")
+    elif kind == "data_missing":
+        shutil.rmtree(step_dir / "data")
+    elif kind == "emptied":
+        shutil.rmtree(step_dir)
+        step_dir.mkdir()
 
 
+@pytest.mark.parametrize("kind", ["state", "metrics"])
 def test_train_moves_a_corrupt_newest_checkpoint_aside_and_goes_on(two_checkpoints, tmp_path,
-                                                                   caplog):
+                                                                   caplog, kind):
     config, run = two_checkpoints
     shutil.copytree(run, tmp_path / "run")
-    corrupt(tmp_path / "run" / "checkpoints" / "4")
+    corrupt(tmp_path / "run" / "checkpoints" / "4", kind)
     metrics = loop.train_and_evaluate(config, tmp_path / "run")  # resumes 2, writes 4 again
     assert np.isfinite(metrics["mse"])
     assert checkpoint_steps(tmp_path / "run") == [2, 4]
@@ -69,18 +81,22 @@ def test_train_moves_a_corrupt_newest_checkpoint_aside_and_goes_on(two_checkpoin
     assert "Moved unreadable checkpoint 4 aside" in caplog.text
     step, _ = final_params(tmp_path / "run", config)
     assert step == 4
-    corrupt(tmp_path / "run" / "checkpoints" / "4")  # a second corruption of the same step
+    corrupt(tmp_path / "run" / "checkpoints" / "4", kind)  # a second corruption of the same step
     loop.train_and_evaluate(config, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "unreadable" / "4.1").is_dir()
 
 
-def test_eval_skips_a_corrupt_checkpoint_without_moving_it(two_checkpoints, tmp_path, caplog):
+@pytest.mark.parametrize("kind", ["state", "metrics", "step_metadata", "data_missing",
+                                  "emptied"])
+def test_eval_skips_a_corrupt_checkpoint_without_moving_it(two_checkpoints, tmp_path, caplog,
+                                                           kind):
     config, run = two_checkpoints
     shutil.copytree(run, tmp_path / "run")
-    corrupt(tmp_path / "run" / "checkpoints" / "4")
+    corrupt(tmp_path / "run" / "checkpoints" / "4", kind)
     step, _ = final_params(tmp_path / "run", config)
     assert step == 2
-    assert "Checkpoint" in caplog.text and "unreadable" in caplog.text
+    assert "Checkpoint" in caplog.text and ("unreadable" in caplog.text
+                                            or "damaged" in caplog.text)
     assert checkpoint_steps(tmp_path / "run") == [2, 4]  # read-only: nothing moved
 
 
@@ -158,17 +174,17 @@ def test_lock_written_on_another_host_is_never_taken_over(tmp_path):
 # -- preemption ----------------------------------------------------------------------------------
 
 def wait_for_training(workdir: pathlib.Path, proc, timeout: float = 300) -> None:
-    """Block until the run has logged a training step (its TensorBoard file has data)."""
+    """Block until the run has logged training steps (its TensorBoard files grew)."""
     tb = workdir / "tensorboard"
+    before = sum(p.stat().st_size for p in tb.glob("events.*")) if tb.exists() else 0
     deadline = time.time() + timeout
-    while not (tb.exists() and list(tb.glob("events.*"))
-               and list(tb.glob("events.*"))[0].stat().st_size > 200):
+    while sum(p.stat().st_size for p in tb.glob("events.*")) <= before + 200:
         assert time.time() < deadline and proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.2)
 
 
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
-def test_second_train_is_refused_and_sigterm_exits_143_then_resumes(dataset, tmp_path):
+def test_second_train_is_refused_sigterm_exits_143_and_ctrl_c_130(dataset, tmp_path):
     config = tiny_config(dataset, max_steps=10_000, eval_every_steps=10_000,
                          checkpoint_every_steps=10_000)
     config_file = write_config_file(config, tmp_path / "tiny.py")
@@ -192,6 +208,14 @@ def test_second_train_is_refused_and_sigterm_exits_143_then_resumes(dataset, tmp
     assert len(steps) == 1 and 0 < steps[0] < 10_000
     assert not (run / "eval_metrics.json").exists(), "a preempted run has no final metrics"
     assert not (run / lock.LOCK_FILE).exists()
+
+    resumed = cli("train", f"--config={config_file}", f"--workdir={run}")  # then Ctrl-C
+    wait_for_training(run, resumed)
+    resumed.send_signal(signal.SIGINT)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 130, out[-3000:]
+    assert f"Resumed from step {steps[0]}" in out and "stopped by SIGINT at step" in out
+    assert max(checkpoint_steps(run)) > steps[0]
 
 
 PREEMPT_WORKER = textwrap.dedent("""

@@ -13,11 +13,13 @@ temporary folders removed, so the next run resumes from the last complete checkp
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import pathlib
 import re
 import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -72,16 +74,42 @@ class Checkpointer:
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.writable = writable
         self._pending = None  # step of the save that may still be running
+        self._view = None  # read-only: a folder of links to the sound steps, if some are damaged
         # best_fn makes orbax write each step's metrics, so the best survives a resume
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=_best_metric, best_mode="min", create=writable,
             cleanup_tmp_directories=writable, read_only=not writable)
         try:
-            self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data"),
-                                                 options=options)
+            self.manager = ocp.CheckpointManager(self._readable_directory(),
+                                                 item_names=("state", "data"), options=options)
         except OSError as e:
             raise WriteError(f"cannot use checkpoint folder {self.directory}: "
                                        f"{e.strerror or e}.") from None
+
+    def _readable_directory(self) -> pathlib.Path:
+        """The folder orbax may open: orbax reads every step's small JSON files when it starts
+        and fails on one damaged file, so damaged steps are moved aside first (writable) or
+        left out of a folder of links to the others (read-only)."""
+        damaged = [p for p in self._step_dirs() if not _small_files_readable(p)]
+        for p in damaged:
+            logging.warning("Checkpoint %s has damaged metadata files.", p)
+        if not damaged:
+            return self.directory
+        if self.writable:
+            for p in damaged:
+                self._move_aside(int(p.name), reload=False)
+            return self.directory
+        self._view = tempfile.TemporaryDirectory(prefix="tau_jax_checkpoints_")
+        for p in self._step_dirs():
+            if p not in damaged:
+                (pathlib.Path(self._view.name) / p.name).symlink_to(p, target_is_directory=True)
+        return pathlib.Path(self._view.name)
+
+    def _step_dirs(self) -> list[pathlib.Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted((p for p in self.directory.iterdir() if p.name.isdigit()),
+                      key=lambda p: int(p.name))
 
     # -- saving ----------------------------------------------------------------------------------
     def save(self, step: int, state, data_state: dict, val_mse: float | None = None) -> None:
@@ -103,6 +131,8 @@ class Checkpointer:
     def close(self) -> None:
         self.wait()
         self.manager.close()
+        if self._view is not None:
+            self._view.cleanup()
 
     def abandon(self) -> None:
         """Close after a failure: let a running save end (its own error is not the one to
@@ -143,9 +173,7 @@ class Checkpointer:
                 shutil.rmtree(p, ignore_errors=True)
 
     def complete_steps(self) -> list[int]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+        return [int(p.name) for p in self._step_dirs()]
 
     # -- restoring -------------------------------------------------------------------------------
     def steps(self) -> list[int]:
@@ -190,7 +218,7 @@ class Checkpointer:
             return False
         return _layout(saved) != _layout(abstract_state)
 
-    def _move_aside(self, step: int) -> None:
+    def _move_aside(self, step: int, reload: bool = True) -> None:
         if jax.process_index() == 0:
             target = self.directory / UNREADABLE / str(step)
             n = 1
@@ -201,7 +229,20 @@ class Checkpointer:
             logging.warning("Moved unreadable checkpoint %s aside to %s.", step, target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"tau_jax_move_aside_{step}")
-        self.manager.reload()
+        if reload:
+            self.manager.reload()
+
+
+def _small_files_readable(step_dir: pathlib.Path) -> bool:
+    """Whether the JSON files orbax reads when it opens the folder parse (when present)."""
+    for name in ("_CHECKPOINT_METADATA", "metrics/metrics"):
+        path = step_dir / name
+        try:
+            if path.is_file():
+                json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def _best_metric(metrics: dict) -> float:

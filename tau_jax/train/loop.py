@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import sys
 
 import jax
@@ -324,9 +325,9 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
                                                 "state) became non-finite")
                 if stop:
                     ckpt.close()
-                    raise Preempted(f"stopped by SIGTERM at step {step} after saving checkpoint "
-                                    f"{ckpt.directory / str(step)}; run the same command again "
-                                    "to resume.")
+                    raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} at step "
+                                    f"{step} after saving checkpoint {ckpt.directory / str(step)};"
+                                    " run the same command again to resume.", preemption.signum)
     finally:
         progress.close()
         writer.close()

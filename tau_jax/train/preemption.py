@@ -1,6 +1,7 @@
 """SIGTERM -> stop at a step every process agrees on, so the loop can checkpoint and exit 143.
 
-One process: a Python signal handler sets a flag the loop reads once per step. Several
+One process: a Python signal handler sets a flag the loop reads once per step; Ctrl-C (SIGINT)
+does the same and exits 130, and a second Ctrl-C interrupts at once. Several
 processes: each host receives its own signal (or only some do), so a process must not stop
 alone: the one that stops would enter the collective save while the others run a training step.
 JAX's preemption service (started by `jax.distributed.initialize`, whose SIGTERM handler tells
@@ -19,11 +20,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
-
-
 class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a checkpoint; the same command resumes it."""
+    """Training stopped on a signal after saving a checkpoint; the same command resumes it.
+    `exit_code` is what a shell reports for a process that signal ended (143, 130)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 class Preemption:
@@ -31,20 +34,28 @@ class Preemption:
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = signal.SIGTERM  # the signal that asked to stop
+        self._previous = {}
         self._service = False
 
     def __enter__(self):
         self._service = (jax.process_count() > 1
                          and bool(jax.config.jax_enable_preemption_service))
-        # with the service on, its own SIGTERM handler must stay installed
+        # with the service on, its own SIGTERM handler must stay installed (and Ctrl-C, which
+        # it does not agree on, interrupts as usual)
         if not self._service and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint before exiting.")
-        self.requested = True
+        name = signal.Signals(signum).name
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        logging.warning("%s received: saving a checkpoint before exiting%s.", name,
+                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+        self.requested, self.signum = True, signum
 
     def reached(self, step: int) -> bool:
         if self._service:
@@ -55,5 +66,5 @@ class Preemption:
         return requested
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
