@@ -1,22 +1,7 @@
-"""`tau-jax COMMAND --config FILE [--config.field=value ...]`.
-
-* `train --config FILE --workdir DIR`: train and evaluate, resuming the newest checkpoint in DIR.
-  Multi-host: `--coordinator_address HOST:PORT --num_processes N --process_id I`, or nothing on
-  Cloud TPU (jax.distributed finds the pod).
-* `eval --workdir DIR`: OpenSTL metrics of the newest checkpoint, with the run's saved config.
-* `predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy [--gif] [--mp4]`:
-  predictions of the newest checkpoint for a .npy/.npz array ((N, T, H, W, C) or (T, H, W, C)),
-  an image folder or a video, in the input's units; `--gif` also writes OUT.png / OUT.gif,
-  `--mp4` OUT.png / OUT.gif / OUT.mp4.
-* `convert --from-openstl FILE.pth --config FILE --workdir DIR`: a workdir (config + step-0
-  checkpoint) from OpenSTL weights, for `eval` and `predict` (needs torch).
-* `summary --config FILE`: parameters and forward FLOPs of a config's model.
-* `benchmark --config FILE [--precision fp32|bf16] [--batch N] [--openstl PATH] [--output F.json]`:
-  train/inference throughput, compile time, memory and MFU (tau_jax/benchmark.py); with
-  `--openstl` also OpenSTL's PyTorch model in the same run, and the ratios.
-* `data prepare NAME [--data_dir DIR] [--manual_dir DIR]` builds a dataset ahead of time;
-  `data show NAME --out grid.png` writes a PNG grid of a few sequences; both take `--config FILE`
-  and `--config.data.x=y` overrides, the base config when no file is given.
+"""The `tau-jax` command. `tau-jax --help` lists the commands, `tau-jax COMMAND --help` shows
+one's usage, an example and its flags (tau_jax/cli_help.py). Errors a user can cause are one
+sentence on stderr with exit code 2 (usage) or 1 (the run cannot go on); `--verbose` or
+TAU_JAX_VERBOSE=1 shows the traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +14,8 @@ import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from tau_jax import cli_help
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -48,7 +35,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's in
 _INPUT = flags.DEFINE_string("input", None, "predict: .npy/.npz, image folder or video file.")
 _HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
 _OUTPUT = flags.DEFINE_string("output", None,
-                               "predict: .npy file to write; benchmark: JSON file to write.")
+                               "file to write (predict: the predictions' .npy; benchmark: JSON).")
 _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
 _MP4 = flags.DEFINE_bool("mp4", False, "predict: also write the GIF's frames as an MP4.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
@@ -76,10 +63,7 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "all commands: show the traceback
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", None,
                                   "benchmark: device peak TFLOP/s for MFU (default: known GPUs/TPUs).")
 
-COMMANDS = ("train", "eval", "predict", "convert", "summary", "benchmark", "data")
 DATA_ACTIONS = ("prepare", "show")
-DATA_USAGE = ("usage: tau-jax data {prepare,show} NAME [--data_dir DIR] [--manual_dir DIR] "
-              "[--out grid.png] [--split test] [--num 4] [--config FILE] [--config.data.x=y ...]")
 
 
 def _distributed_init():
@@ -184,10 +168,16 @@ def _check_config_args(command: str, argv: list[str]) -> None:
 
 
 def _parse_flags(argv):
-    """absl's flag parsing with our one-sentence errors (exit 2) instead of its FATAL lines."""
+    """absl's flag parsing with our one-sentence errors (exit 2) instead of its FATAL lines;
+    a flag of another command is an error too."""
     command = argv[0].rsplit(" ", 1)[-1]
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        for flag in cli_help.foreign_flags(command, flags.FLAGS):
+            raise ValueError(f"--{flag} is a flag of `tau-jax "
+                             f"{' / '.join(cli_help.owners(flag))}`, not of `tau-jax {command}` "
+                             f"(`tau-jax {command} --help` lists its flags).")
+        return rest
     except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
         _fail(command, e, argv)
 
@@ -313,8 +303,9 @@ def _data(argv):
     from tau_jax import data
     args = argv[1:]
     if len(args) != 2 or args[0] not in DATA_ACTIONS:
-        print(DATA_USAGE, file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        given = " ".join(args) or "nothing"
+        raise ValueError(f"expected prepare or show and a dataset name, got {given}; usage: "
+                         f"{cli_help.COMMANDS['data'].usage}")
     action, name = args
     config = _CONFIG.value
     config.data.name = name
@@ -337,13 +328,19 @@ def _data(argv):
 
 def main(argv=None):
     argv = list(sys.argv if argv is None else argv)
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        given = f"unknown command {argv[1]!r}; " if len(argv) > 1 else ""
-        print(f"tau-jax: {given}usage: tau-jax {{{','.join(COMMANDS)}}} --config FILE "
-              "[--config.x=y ...]", file=sys.stderr)
+    if len(argv) > 1 and argv[1] in cli_help.HELP_FLAGS:
+        print(cli_help.overview())
+        sys.exit(0)
+    if len(argv) < 2 or argv[1] not in cli_help.COMMANDS:
+        given = f"unknown command {argv[1]!r}" if len(argv) > 1 else "no command given"
+        print(f"tau-jax: {given}; the commands are {', '.join(cli_help.COMMANDS)} "
+              "(`tau-jax --help` says what each does).", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     command = argv.pop(1)
     argv[0] = f"tau-jax {command}"
+    if any(a in cli_help.HELP_FLAGS for a in argv[1:]):
+        print(cli_help.command_help(command, flags.FLAGS))
+        sys.exit(0)
     argv = [a.replace("--from-openstl", "--from_openstl", 1) if a.startswith("--from-openstl")
             else a for a in argv]
     if command == "data":

@@ -29,6 +29,36 @@ def test_mistyped_override_is_an_error():
     assert "hid_s" in result.stderr
 
 
-def test_unknown_command_prints_usage():
+def test_unknown_command_lists_the_commands():
     result = run_cli("fly")
-    assert result.returncode == 2 and "usage: tau-jax" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("tau-jax: unknown command 'fly'; the commands are train, "
+                                     "eval, predict, convert, summary, benchmark, data "
+                                     "(`tau-jax --help` says what each does).")
+
+
+def test_help_lists_every_command_with_a_line():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "eval", "predict", "convert", "summary", "benchmark", "data"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_command_help_shows_its_usage_example_and_only_its_flags():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    text = result.stdout
+    assert text.startswith("usage: tau-jax train --config FILE --workdir DIR")
+    assert "example:\n  tau-jax train --config configs/mmnist/quickstart.py" in text
+    for flag in ("--workdir", "--config.SECTION.FIELD=VALUE", "--coordinator_address"):
+        assert flag in text
+    for flag in ("--from-openstl", "--peak_tflops", "--horizon", "--data_dir"):
+        assert flag not in text
+    predict = run_cli("predict", "-h").stdout
+    assert "--horizon" in predict and "--config" not in predict
+
+
+def test_flag_of_another_command_is_refused():
+    result = run_cli("summary", "--config", "configs/mmnist/tau.py", "--horizon=3")
+    assert result.returncode == 2
+    assert "--horizon is a flag of `tau-jax predict`, not of `tau-jax summary`" in result.stderr
