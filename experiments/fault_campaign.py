@@ -6,7 +6,7 @@ same command is run again. At the end the final parameters must equal, bit for b
 uninterrupted run, every checkpoint on disk must be finite, and no temporary folder or lock may
 remain. Writes experiments/results/fault_campaign_cpu.json.
 
-    cd experiments && python fault_campaign.py --faults 20 --seed 0
+    cd experiments && python fault_campaign.py --faults 30 --seed 1
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def tiny_config(root: pathlib.Path, steps: int):
                        in_frames=4, out_frames=4, data_dir=str(root / "tfds"), batch_size=8,
                        eval_batch_size=8)
     config.train.update(epochs=steps // 2, max_steps=steps, log_every_steps=1,
-                        eval_every_steps=20, checkpoint_every_steps=5, keep_checkpoints=2,
+                        eval_every_steps=50, checkpoint_every_steps=5, keep_checkpoints=2,
                         num_samples=2)
     (root / "tiny.py").write_text(CONFIG_FILE)
     (root / "tiny.json").write_text(config.to_json())
@@ -83,7 +83,7 @@ def complete_steps(workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--max_delay", type=float, default=25.0,
                         help="seconds after a start by which each fault strikes (uniform)")
     parser.add_argument("--seed", type=int, default=0)

@@ -40,6 +40,9 @@ _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF
 _MP4 = flags.DEFINE_bool("mp4", False, "predict: also write the GIF's frames as an MP4.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict: sequences per batch.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
+                                  "which checkpoint: best (lowest validation MSE), latest, or a "
+                                  "step number.")
 _FROM_OPENSTL = flags.DEFINE_string("from_openstl", None, "convert: OpenSTL .pth file.")
 
 _PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"],
@@ -228,7 +231,7 @@ def _train(_):
 def _eval(_):
     _quiet_libraries()
     from tau_jax.train import evaluate
-    _print_scalars(evaluate(_WORKDIR.value))
+    _print_scalars(evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value))
 
 
 @_guarded
@@ -239,7 +242,7 @@ def _predict(_):
     if _HORIZON.value is None:
         raise ValueError("--horizon is required (frames to predict).")
     out = predict.output_path(_OUTPUT.value)  # checked before any work
-    predictor = predict.load(_WORKDIR.value)
+    predictor = predict.load(_WORKDIR.value, checkpoint=_CHECKPOINT.value)
     data = predictor.config.data
     t, _, _, c = predictor.in_shape
     custom = data.get("name") == "custom"

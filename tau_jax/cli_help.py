@@ -27,17 +27,18 @@ COMMANDS = {
         "Multi-host: --coordinator_address/--num_processes/--process_id on each host, or "
         "nothing on a Cloud TPU VM."),
     "eval": Command(
-        "OpenSTL metrics of a run's newest checkpoint, with the run's saved config",
-        "tau-jax eval --workdir DIR",
-        "tau-jax eval --workdir runs/quickstart",
-        ("workdir",)),
+        "OpenSTL metrics of a run's best (or latest, or any) checkpoint, with its saved config",
+        "tau-jax eval --workdir DIR [--checkpoint best|latest|STEP]",
+        "tau-jax eval --workdir runs/quickstart --checkpoint latest",
+        ("workdir", "checkpoint")),
     "predict": Command(
         "predict the frames after a .npy/.npz array, an image folder or a video",
         "tau-jax predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy "
         "[--gif] [--mp4]",
         "tau-jax predict --workdir runs/quickstart --input clips.npy --horizon 20 "
         "--output pred.npy --gif",
-        ("workdir", "input", "horizon", "output", "gif", "mp4", "grayscale", "batch_size"),
+        ("workdir", "input", "horizon", "output", "gif", "mp4", "grayscale", "batch_size",
+         "checkpoint"),
         "Inputs are (N, T, H, W, C) or (T, H, W, C) in the dataset's units; any frame size the "
         "model takes after padding."),
     "convert": Command(

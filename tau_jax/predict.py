@@ -364,10 +364,12 @@ def _has_checkpoints(workdir: pathlib.Path) -> bool:
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def load(workdir: str | os.PathLike, normalisation: dict | None = None) -> Predictor:
-    """Predictor of the newest readable checkpoint in `workdir` with the run's saved config
-    (EMA weights when the run kept them). `normalisation` ({'sub', 'div'}) overrides the saved
-    or derived constants."""
+def load(workdir: str | os.PathLike, normalisation: dict | None = None,
+         checkpoint: str | int = "best") -> Predictor:
+    """Predictor of checkpoint `checkpoint` in `workdir` ('best': the lowest validation MSE,
+    'latest': the newest readable, or a step number) with the run's saved config (EMA weights
+    when the run kept them). `normalisation` ({'sub', 'div'}) overrides the saved or derived
+    constants."""
     from tau_jax.train import loop
     from tau_jax.train.workdir import load_config
     workdir = pathlib.Path(workdir)
@@ -377,7 +379,8 @@ def load(workdir: str | os.PathLike, normalisation: dict | None = None) -> Predi
                                 f"(`tau-jax train`) or convert (`tau-jax convert`) into {workdir} "
                                 "first.")
     from tau_jax.train.sharding import make_mesh
-    step, state = loop.restore_state(config, workdir, make_mesh((1, 1), jax.devices()[:1]))
+    step, state = loop.restore_state(config, workdir, make_mesh((1, 1), jax.devices()[:1]),
+                                     checkpoint)
     variables = state.eval_variables(bool(config.optim.ema_decay))
     return Predictor(config, variables, step, workdir, normalisation)
 

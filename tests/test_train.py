@@ -114,8 +114,21 @@ def test_train_writes_checkpoints_tensorboard_and_samples(finished_run):
     assert metrics["copy_last_mse"] == pytest.approx(copy_last["mse"], rel=1e-6)
     assert metrics["copy_last_ssim"] == pytest.approx(copy_last["ssim"], rel=1e-6)
     # `evaluate` on the workdir reproduces the final metrics from the checkpoint.
-    again = loop.evaluate(run)
-    assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+    again = loop.evaluate(run, checkpoint="latest")
+    assert again["step"] == 4 and again["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+
+
+def test_eval_picks_the_best_latest_or_a_given_checkpoint(finished_run):
+    _, run, metrics = finished_run
+    at_2 = loop.evaluate(run, checkpoint=2)
+    assert at_2["step"] == 2
+    best = loop.evaluate(run)  # OpenSTL tests its best checkpoint: the default
+    assert best["step"] == (2 if at_2["mse"] < metrics["mse"] else 4)
+    assert best["mse"] == pytest.approx(min(at_2["mse"], metrics["mse"]), rel=1e-6)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint 3 .* it has steps \[2, 4\]"):
+        loop.evaluate(run, checkpoint=3)
+    with pytest.raises(ValueError, match="--checkpoint must be best, latest or a step number"):
+        loop.evaluate(run, checkpoint="newest")
 
 
 def three_steps(config, mesh):

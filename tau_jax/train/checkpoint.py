@@ -188,6 +188,35 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored.state, restored.data
 
+    def restore_chosen(self, which: str | int, abstract_state):
+        """(step, state) of checkpoint `which`: 'latest' (the newest readable), 'best' (the
+        lowest validation MSE; the newest readable when it cannot be read or no step has one)
+        or a step number (an error when it is missing or unreadable)."""
+        if which == "latest":
+            restored = self.restore_latest(abstract_state)
+            return None if restored is None else restored[:2]
+        if which == "best":
+            best = self.best_step()
+            if best is not None:
+                try:
+                    return best, self.restore(best, abstract_state)[0]
+                except Exception as e:  # noqa: BLE001 - fall back as for the newest
+                    logging.warning("The best checkpoint %s is unreadable (%s); using the newest "
+                                    "readable one.", self.directory / str(best), _first_line(e))
+            else:
+                logging.warning("No checkpoint in %s has a validation MSE; using the newest.",
+                                self.directory)
+            return self.restore_chosen("latest", abstract_state)
+        step = int(which)
+        if step not in self.steps():
+            raise FileNotFoundError(f"no checkpoint {step} in {self.directory}; it has steps "
+                                    f"{self.steps()}.")
+        try:
+            return step, self.restore(step, abstract_state)[0]
+        except Exception as e:  # noqa: BLE001 - the user asked for this one
+            raise ValueError(f"checkpoint {self.directory / str(step)} is unreadable "
+                             f"({type(e).__name__}: {_first_line(e)}).") from None
+
     def restore_latest(self, abstract_state):
         """(step, state, data_state) of the newest readable checkpoint, or None if none is.
 

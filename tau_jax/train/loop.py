@@ -344,30 +344,41 @@ def _non_finite(ckpt, step: int, what: str):
         + "; lower optim.lr or set optim.clip_grad.")
 
 
-def restore_state(config, workdir: str | os.PathLike, mesh) -> tuple[int, TrainState]:
-    """(step, state) of the newest readable checkpoint in `workdir`, placed on `mesh`; reads
-    only (an unreadable checkpoint is skipped, not moved)."""
+def check_checkpoint_choice(which) -> str | int:
+    """'best', 'latest' or a step number (as given on the command line)."""
+    if which in ("best", "latest"):
+        return which
+    if isinstance(which, bool) or not str(which).isdigit():
+        raise ValueError(f"--checkpoint must be best, latest or a step number, got {which!r}.")
+    return int(which)
+
+
+def restore_state(config, workdir: str | os.PathLike, mesh,
+                  checkpoint: str | int = "latest") -> tuple[int, TrainState]:
+    """(step, state) of checkpoint 'latest', 'best' or STEP in `workdir`, placed on `mesh`;
+    reads only (an unreadable checkpoint is skipped, not moved)."""
+    checkpoint = check_checkpoint_choice(checkpoint)
     tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints, writable=False)
     try:
-        restored = ckpt.restore_latest(state_template(config, tx, mesh)[0])
+        restored = ckpt.restore_chosen(checkpoint, state_template(config, tx, mesh)[0])
     finally:
         ckpt.close()
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}.")
-    return restored[0], restored[1]
+    return restored
 
 
-def evaluate(workdir: str | os.PathLike, config=None) -> dict:
-    """Metrics of the newest checkpoint in `workdir` over the evaluation split."""
+def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "best") -> dict:
+    """Metrics of checkpoint 'best' (lowest validation MSE, as OpenSTL tests), 'latest' or STEP
+    in `workdir` over the evaluation split; `metrics['step']` says which step that was."""
     config = config or load_config(workdir)
     model = models.build(config.model)
     mesh = make_mesh(config.train.mesh)
-    step, state = restore_state(config, workdir, mesh)
+    step, state = restore_state(config, workdir, mesh, checkpoint)
     source = data.get_source(config.data, config.data.eval_split)
     check_source_matches_model(source, config.model)
     metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
                                 state.eval_variables(bool(config.optim.ema_decay)), source,
                                 config, mesh)
-    logging.info("step %d eval: %s", step, {k: v for k, v in metrics.items() if np.ndim(v) == 0})
-    return metrics
+    return {"step": step, **metrics}
