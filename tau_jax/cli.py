@@ -202,8 +202,11 @@ def _quiet_libraries():
     def keep(record):
         if "tau_jax" in record.pathname:
             return True
-        if "exception was never retrieved" in record.getMessage():
+        message = record.getMessage()
+        if "exception was never retrieved" in message:
             return False  # asyncio on the writes orbax abandoned after a failed one
+        if message.startswith(("Using custom data configuration", "Variant folder")):
+            return False  # tfds on each open of a dataset tau-jax configures itself
         return record.levelno >= logging.WARNING and "orbax" not in record.pathname
 
     absl_logging.get_absl_handler().addFilter(keep)

@@ -24,6 +24,7 @@ import os
 import pathlib
 import signal
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +45,9 @@ from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.preemption import Preempted, Preemption
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
-from tau_jax.train.workdir import (METRICS_FILE, check_config, check_source_matches_model,
-                                   check_workdir, load_config, save_config, schedule_epochs,
-                                   write_atomic)
+from tau_jax.train.workdir import (LOG_FILE, METRICS_FILE, check_config,
+                                   check_source_matches_model, check_workdir, load_config,
+                                   save_config, schedule_epochs, write_atomic)
 from tau_jax.train.writer import MetricWriter
 from tau_jax.visualize import save_samples
 
@@ -229,6 +230,7 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
 
     abstract, shardings, make = state_template(config, tx, mesh)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
+    stack = contextlib.ExitStack()
     try:
         restored = ckpt.restore_latest(abstract)
         if restored is None and ckpt.steps():  # never silently restart over a run's checkpoints
@@ -238,6 +240,7 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
                 "optim.ema_decay or optim.optimizer, changes it): train with the config the "
                 "workdir was made with, or move the checkpoints away to start over.")
         save_config(config, workdir)  # after the checks: a refused run leaves the workdir as it was
+        stack.enter_context(log_file(workdir / LOG_FILE))
         if restored is not None:
             step0, state, data_state = restored
             if data_state:
@@ -263,6 +266,8 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
     except BaseException:
         ckpt.abandon()  # no half-written checkpoint left behind, whatever ended the run
         raise
+    finally:
+        stack.close()
     if jax.process_index() == 0:
         write_atomic(workdir / METRICS_FILE, json.dumps(
             {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
@@ -280,8 +285,7 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     step = int(state.step)
     writer = MetricWriter(workdir, total_steps)
     sums, count, last_eval = None, 0, {}
-    progress = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-                         disable=not (sys.stderr.isatty() and jax.process_index() == 0))
+    progress = None  # made after the first step, so its rate and ETA leave the compilation out
 
     def run_eval(step):
         metrics, shown = evaluate_split(predict_step, state.eval_variables(
@@ -295,8 +299,19 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     try:
         with Preemption() as preemption:
             while step < total_steps:
+                if progress is None:
+                    logging.info("Compiling the train step (the first step includes it)...")
+                    start = time.perf_counter()
                 state, metrics = train_step(state, next(batches))
                 step += 1
+                if progress is None:
+                    jax.block_until_ready(metrics)
+                    logging.info("First step done in %.1f s (compilation included).",
+                                 time.perf_counter() - start)
+                    writer.restart_clock(step)
+                    progress = tqdm.tqdm(total=total_steps, initial=step - 1, unit="step",
+                                         dynamic_ncols=True, disable=not (
+                                             sys.stderr.isatty() and jax.process_index() == 0))
                 progress.update(1)
                 sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
                 count += 1
@@ -329,9 +344,30 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
                                     f"{step} after saving checkpoint {ckpt.directory / str(step)};"
                                     " run the same command again to resume.", preemption.signum)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         writer.close()
     return last_eval
+
+
+@contextlib.contextmanager
+def log_file(path: pathlib.Path):
+    """Copy tau-jax's log lines (and every library's warnings) to `path`, appended on resume
+    (process 0)."""
+    if jax.process_index() != 0:
+        yield
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(lambda r: "tau_jax" in r.pathname or r.levelno >= logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _non_finite(ckpt, step: int, what: str):

@@ -18,6 +18,7 @@ from tau_jax.config import default_model_config
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "eval_metrics.json"
+LOG_FILE = "train.log"
 # model fields that change how a run computes, not its parameters: a run may resume with others
 COMPUTE_ONLY_FIELDS = ("dtype", "dw_impl", "remat")
 

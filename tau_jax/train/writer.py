@@ -24,6 +24,10 @@ class MetricWriter:
             self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
         self._last = (time.perf_counter(), None)
 
+    def restart_clock(self, step: int) -> None:
+        """Measure steps/s from now and `step` on (after the compilation)."""
+        self._last = (time.perf_counter(), step)
+
     def rate(self, step: int) -> tuple[float, float]:
         """(steps/s since the previous call, seconds left at that rate)."""
         now, prev_step = time.perf_counter(), self._last[1]
