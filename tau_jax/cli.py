@@ -136,7 +136,7 @@ def _guarded(command):
     return run
 
 
-def _check_config_args(command: str, argv: list[str]) -> None:
+def _check_config_args(argv: list[str]) -> None:
     """Load `--config FILE` and check each `--config.a.b=v` names a field, before absl parses
     them (its errors there are tracebacks): one sentence naming the file or the override."""
     from tau_jax.config import load_config_file
@@ -152,9 +152,9 @@ def _check_config_args(command: str, argv: list[str]) -> None:
         return
     try:
         config = load_config_file(path)
-    except (FileNotFoundError, ValueError):
-        raise
     except Exception as e:  # noqa: BLE001 - the file's own error (syntax, import, ...)
+        if isinstance(e, (FileNotFoundError, ValueError)):
+            raise  # load_config_file's own sentences
         raise ValueError(f"config file {path} cannot be loaded: {type(e).__name__}: "
                          f"{_message(e)}") from e
     for override in overrides:
@@ -176,10 +176,11 @@ def _parse_flags(argv):
     command = argv[0].rsplit(" ", 1)[-1]
     try:
         rest = flags.FLAGS(argv)
-        for flag in cli_help.foreign_flags(command, flags.FLAGS):
-            raise ValueError(f"--{flag} is a flag of `tau-jax "
-                             f"{' / '.join(cli_help.owners(flag))}`, not of `tau-jax {command}` "
-                             f"(`tau-jax {command} --help` lists its flags).")
+        foreign = cli_help.foreign_flags(command, flags.FLAGS)
+        if foreign:
+            raise ValueError(f"--{foreign[0]} is a flag of `tau-jax "
+                             f"{' / '.join(cli_help.owners(foreign[0]))}`, not of `tau-jax "
+                             f"{command}` (`tau-jax {command} --help` lists its flags).")
         return rest
     except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
         _fail(command, e, argv)
@@ -363,7 +364,7 @@ def main(argv=None):
         for name in ("input", "horizon", "output"):
             flags.mark_flag_as_required(name)
     try:
-        _check_config_args(command, argv)
+        _check_config_args(argv)
     except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
         _fail(command, e, argv)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
