@@ -186,8 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     check_config(config)
     model = models.build(config.model)  # model config errors surface here
     check_workdir(workdir, config)
-    with job_lock(workdir):
-        return _train(config, model, workdir)
+    with job_lock(workdir), Preemption() as preemption:  # a signal from here on stops cleanly
+        return _train(config, model, workdir, preemption)
 
 
 @contextlib.contextmanager
@@ -213,7 +213,7 @@ def job_lock(workdir: pathlib.Path):
         yield
 
 
-def _train(config, model, workdir: pathlib.Path) -> dict:
+def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict:
     mesh = make_mesh(config.train.mesh)
     train_source = data.get_source(config.data, "train")
     eval_source = data.get_source(config.data, config.data.eval_split)
@@ -255,8 +255,11 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
         if int(state.step) < total_steps and jax.process_index() == 0:
             # the final metrics of an earlier, shorter run: not this run's until it finishes
             (workdir / METRICS_FILE).unlink(missing_ok=True)
+        if preemption.requested:  # before any step: the workdir already holds all there is
+            raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} before "
+                            "training started; nothing new to save.", preemption.signum)
         metrics = _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches,
-                        eval_source, ckpt, total_steps, steps_per_epoch)
+                        eval_source, ckpt, total_steps, steps_per_epoch, preemption)
         ckpt.close()
     except OSError as e:
         ckpt.abandon()
@@ -276,7 +279,7 @@ def _train(config, model, workdir: pathlib.Path) -> dict:
 
 
 def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, eval_source, ckpt,
-          total_steps, steps_per_epoch) -> dict:
+          total_steps, steps_per_epoch, preemption) -> dict:
     """Train from `state` to total_steps, evaluating and checkpointing on the way."""
     train_step = make_train_step(model, config, tx, shardings, mesh)
     predict_step = make_predict_step(model, config, mesh)
@@ -297,52 +300,51 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
         return metrics
 
     try:
-        with Preemption() as preemption:
-            while step < total_steps:
-                if progress is None:
-                    logging.info("Compiling the train step (the first step includes it)...")
-                    start = time.perf_counter()
-                state, metrics = train_step(state, next(batches))
-                step += 1
-                if progress is None:
-                    jax.block_until_ready(metrics)
-                    logging.info("First step done in %.1f s (compilation included).",
-                                 time.perf_counter() - start)
-                    writer.restart_clock(step)
-                    progress = tqdm.tqdm(total=total_steps, initial=step - 1, unit="step",
-                                         dynamic_ncols=True, disable=not (
-                                             sys.stderr.isatty() and jax.process_index() == 0))
-                progress.update(1)
-                sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
-                count += 1
-                last = step == total_steps
-                stop = preemption.reached(step)
-                saving = step % ckpt_every == 0 or last or stop
-                if step % config.train.log_every_steps == 0 or saving:
-                    means = {k: float(v) / count for k, v in sums.items()}
-                    if not np.isfinite(means["loss"]):
-                        _non_finite(ckpt, step, f"the training loss became {means['loss']}")
-                    rate, eta = writer.rate(step)
-                    means["lr"] = float(lr_fn(step - 1))
-                    if np.isfinite(rate):
-                        means.update(steps_per_s=rate, eta_s=eta)
-                    writer.scalars(step, means, "train")
-                    progress.set_postfix(loss=f"{means['loss']:.4g}")
-                    sums, count = None, 0
-                if (step % eval_every == 0 or last) and not stop:
-                    last_eval = run_eval(step)
-                if saving:
-                    val = last_eval.get("mse") if step % eval_every == 0 or last else None
-                    try:
-                        ckpt.save(step, state, batches.get_state(), val)
-                    except FloatingPointError:
-                        _non_finite(ckpt, step, "the training state (parameters or optimiser "
-                                                "state) became non-finite")
-                if stop:
-                    ckpt.close()
-                    raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} at step "
-                                    f"{step} after saving checkpoint {ckpt.directory / str(step)};"
-                                    " run the same command again to resume.", preemption.signum)
+        while step < total_steps:
+            if progress is None:
+                logging.info("Compiling the train step (the first step includes it)...")
+                start = time.perf_counter()
+            state, metrics = train_step(state, next(batches))
+            step += 1
+            if progress is None:
+                jax.block_until_ready(metrics)
+                logging.info("First step done in %.1f s (compilation included).",
+                             time.perf_counter() - start)
+                writer.restart_clock(step)
+                progress = tqdm.tqdm(total=total_steps, initial=step - 1, unit="step",
+                                     dynamic_ncols=True, disable=not (
+                                         sys.stderr.isatty() and jax.process_index() == 0))
+            progress.update(1)
+            sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
+            count += 1
+            last = step == total_steps
+            stop = preemption.reached(step)
+            saving = step % ckpt_every == 0 or last or stop
+            if step % config.train.log_every_steps == 0 or saving:
+                means = {k: float(v) / count for k, v in sums.items()}
+                if not np.isfinite(means["loss"]):
+                    _non_finite(ckpt, step, f"the training loss became {means['loss']}")
+                rate, eta = writer.rate(step)
+                means["lr"] = float(lr_fn(step - 1))
+                if np.isfinite(rate):
+                    means.update(steps_per_s=rate, eta_s=eta)
+                writer.scalars(step, means, "train")
+                progress.set_postfix(loss=f"{means['loss']:.4g}")
+                sums, count = None, 0
+            if (step % eval_every == 0 or last) and not stop:
+                last_eval = run_eval(step)
+            if saving:
+                val = last_eval.get("mse") if step % eval_every == 0 or last else None
+                try:
+                    ckpt.save(step, state, batches.get_state(), val)
+                except FloatingPointError:
+                    _non_finite(ckpt, step, "the training state (parameters or optimiser "
+                                            "state) became non-finite")
+            if stop:
+                ckpt.close()
+                raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} at step "
+                                f"{step} after saving checkpoint {ckpt.directory / str(step)};"
+                                " run the same command again to resume.", preemption.signum)
     finally:
         if progress is not None:
             progress.close()
