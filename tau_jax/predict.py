@@ -408,15 +408,11 @@ def output_path(path) -> pathlib.Path:
 
 
 def save_array(path: pathlib.Path, array: np.ndarray) -> pathlib.Path:
-    """np.save, all or nothing (a temporary file renamed into place)."""
+    """np.save, all or nothing (train.workdir.atomic_open)."""
+    from tau_jax.train.workdir import atomic_open
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
     return path
 
 

@@ -100,6 +100,14 @@ def test_eval_skips_a_corrupt_checkpoint_without_moving_it(two_checkpoints, tmp_
     assert checkpoint_steps(tmp_path / "run") == [2, 4]  # read-only: nothing moved
 
 
+def test_rerunning_a_finished_run_keeps_its_final_metrics(two_checkpoints, tmp_path):
+    config, run = two_checkpoints
+    shutil.copytree(run, tmp_path / "run")
+    before = (tmp_path / "run" / "eval_metrics.json").read_text()
+    assert loop.train_and_evaluate(config, tmp_path / "run") == {}  # nothing left to train
+    assert (tmp_path / "run" / "eval_metrics.json").read_text() == before
+
+
 def test_checkpoints_of_another_config_are_not_moved_aside(two_checkpoints, tmp_path):
     config, run = two_checkpoints
     shutil.copytree(run, tmp_path / "run")

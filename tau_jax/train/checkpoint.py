@@ -84,7 +84,7 @@ class Checkpointer:
                                                  item_names=("state", "data"), options=options)
         except OSError as e:
             raise WriteError(f"cannot use checkpoint folder {self.directory}: "
-                                       f"{e.strerror or e}.") from None
+                             f"{e.strerror or e}.") from None
 
     def _readable_directory(self) -> pathlib.Path:
         """The folder orbax may open: orbax reads every step's small JSON files when it starts
@@ -158,9 +158,9 @@ class Checkpointer:
 
     def failure(self, what: str, cause: str, skip: int | None = None) -> str:
         """'could not write <what>: <cause>; the last complete checkpoint is ...'."""
-        kept = [s for s in self.complete_steps() if s != skip]
+        last = self.last_complete(skip)
         return (f"could not write {what}: {cause}; "
-                + (f"the last complete checkpoint is step {kept[-1]}: " if kept else
+                + (f"the last complete checkpoint is step {last}: " if last is not None else
                    "no checkpoint was completed: ")
                 + "fix that and run the same command again to resume.")
 
@@ -172,8 +172,11 @@ class Checkpointer:
             if TMP_MARK in p.name:
                 shutil.rmtree(p, ignore_errors=True)
 
-    def complete_steps(self) -> list[int]:
-        return [int(p.name) for p in self._step_dirs()]
+    def last_complete(self, skip: int | None = None) -> int | None:
+        """The newest step whose folder is complete on disk (orbax renames a save's temporary
+        folder only when it is whole), other than `skip`."""
+        steps = [int(p.name) for p in self._step_dirs() if int(p.name) != skip]
+        return steps[-1] if steps else None
 
     # -- restoring -------------------------------------------------------------------------------
     def steps(self) -> list[int]:

@@ -50,6 +50,11 @@ def _alive(holder: dict) -> bool:
     return start is None or holder.get("process_start") in (None, start)
 
 
+def _in_use(holder: dict, path: pathlib.Path) -> WorkdirLocked:
+    return WorkdirLocked(f"workdir {path.parent} is in use by another training process: "
+                         f"{_describe(holder, path)}; wait for it to end or use another workdir.")
+
+
 def _describe(holder: dict, path: pathlib.Path) -> str:
     return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started "
             f"{holder.get('started', '?')} (lock file {path})")
@@ -118,9 +123,7 @@ def _acquire(fd: int, path: pathlib.Path) -> None:
     except OSError as e:
         if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise
-        raise WorkdirLocked(f"workdir {path.parent} is in use by another training process: "
-                            f"{_describe(_read(path), path)}; wait for it to end or use another "
-                            "workdir.") from None
+        raise _in_use(_read(path), path) from None
     if os.fstat(fd).st_ino != _inode(path):  # the holder released and unlinked it meanwhile
         raise WorkdirLocked(f"workdir {path.parent} was being released by another training "
                             "process just now; run the command again.")
@@ -132,9 +135,7 @@ def _acquire(fd: int, path: pathlib.Path) -> None:
                 "whose process this host cannot check; delete the lock file if that job has "
                 "ended.")
         if _alive(holder):  # a file system whose flock does not exclude (some network mounts)
-            raise WorkdirLocked(f"workdir {path.parent} is in use by another training process: "
-                                f"{_describe(holder, path)}; wait for it to end or use another "
-                                "workdir.")
+            raise _in_use(holder, path)
         logging.warning("Taking over the workdir lock left by %s: that process is gone.",
                         _describe(holder, path))
     pid = os.getpid()

@@ -271,7 +271,7 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
         raise
     finally:
         stack.close()
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and metrics:  # {}: the run had already finished
         write_atomic(workdir / METRICS_FILE, json.dumps(
             {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
             indent=2))
@@ -374,11 +374,11 @@ def log_file(path: pathlib.Path):
 
 def _non_finite(ckpt, step: int, what: str):
     ckpt.wait()
-    good = ckpt.steps()
+    good = ckpt.last_complete()
     raise FloatingPointError(
         f"{what} by step {step}; "
-        + (f"the last good checkpoint (step {good[-1]}) is kept in {ckpt.directory}"
-           if good else "no checkpoint was written")
+        + (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
+           if good is not None else "no checkpoint was written")
         + "; lower optim.lr or set optim.clip_grad.")
 
 

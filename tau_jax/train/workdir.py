@@ -4,6 +4,7 @@ a workdir holding another model, data that does not fit the model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,14 +33,22 @@ def read_json(path: pathlib.Path) -> dict:
                          "away.") from None
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-    """Write `path` whole or not at all (a full disk leaves the old file, not half a file)."""
+@contextlib.contextmanager
+def atomic_open(path: pathlib.Path, mode: str = "w"):
+    """A file that appears at `path` whole or not at all: written under a temporary name and
+    renamed into place when the block ends (a full disk leaves the old file, not half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text)
+        with open(tmp, mode) as f:
+            yield f
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def check_workdir(workdir: pathlib.Path, config) -> None:
