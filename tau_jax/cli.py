@@ -26,7 +26,7 @@ _OUT = flags.DEFINE_string("out", "grid.png", "data show: PNG file to write.")
 _SPLIT = flags.DEFINE_string("split", "test", "data show: split to show.")
 _NUM = flags.DEFINE_integer("num", 4, "data show: number of sequences in the grid.")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "train/eval: run directory.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "the run directory (config, checkpoints, logs).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "train: multi-host coordinator HOST:PORT (process 0).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: number of processes.")
@@ -35,15 +35,26 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's in
 _INPUT = flags.DEFINE_string("input", None, "predict: .npy/.npz, image folder or video file.")
 _HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
 _OUTPUT = flags.DEFINE_string("output", None,
-                               "file to write (predict: the predictions' .npy; benchmark: JSON).")
+                               "predict: the .npy file of the predictions; benchmark: the JSON "
+                               "file of the results; vis: the PNG/GIF path without its suffix.")
 _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
-_MP4 = flags.DEFINE_bool("mp4", False, "predict: also write the GIF's frames as an MP4.")
+_MP4 = flags.DEFINE_bool("mp4", False, "predict, vis: also write the GIF's frames as an MP4.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "predict: sequences per batch.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
                                   "which checkpoint: best (lowest validation MSE), latest, or a "
                                   "step number.")
 _FROM_OPENSTL = flags.DEFINE_string("from_openstl", None, "convert: OpenSTL .pth file.")
+_SAVE_PREDICTIONS = flags.DEFINE_bool(
+    "save_predictions", False, "eval: also write inputs.npy, trues.npy and preds.npy of the "
+    "whole split to WORKDIR/predictions/STEP/.")
+_STEP = flags.DEFINE_integer("step", None, "vis: the step whose saved predictions to draw "
+                             "(default: the newest).")
+_SEQUENCES = flags.DEFINE_list("sequences", ["0", "1", "2", "3"],
+                               "vis: indices of the sequences to draw, comma-separated.")
+_CHANNEL = flags.DEFINE_integer("channel", None, "vis: draw only this channel, with a colormap.")
+_CMAP = flags.DEFINE_string("cmap", None, "vis: matplotlib colormap (default: grey for video, "
+                            "viridis for fields).")
 
 _PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16"],
                                "benchmark: fp32, or bf16 compute with float32 parameters.")
@@ -235,13 +246,50 @@ def _train(_):
 def _eval(_):
     _quiet_libraries()
     from tau_jax.train import evaluate
-    _print_scalars(evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value))
+    _print_scalars(evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value,
+                            save_predictions=_SAVE_PREDICTIONS.value))
+
+
+@_guarded
+def _vis(_):
+    import pathlib
+    import numpy as np
+    from tau_jax import visualize
+    from tau_jax.train import predictions
+    if _CMAP.value is not None:
+        visualize.colormap(_CMAP.value)  # an unknown name: one sentence before any reading
+    workdir = pathlib.Path(_WORKDIR.value)
+    step, arrays = predictions.load(workdir, _STEP.value)
+    n, c = len(arrays["inputs"]), arrays["inputs"].shape[-1]
+    try:
+        chosen = [int(i) for i in _SEQUENCES.value]
+    except ValueError:
+        raise ValueError(f"--sequences must be indices such as 0,5,7; got "
+                         f"{','.join(_SEQUENCES.value)}.") from None
+    if not chosen or any(not 0 <= i < n for i in chosen):
+        raise ValueError(f"--sequences {','.join(_SEQUENCES.value)}: the saved predictions of "
+                         f"step {step} hold sequences 0 to {n - 1}.")
+    channels, names = slice(None), None
+    if _CHANNEL.value is not None:
+        if not 0 <= _CHANNEL.value < c:
+            raise ValueError(f"--channel {_CHANNEL.value}: the frames have "
+                             + ("one channel, 0." if c == 1 else f"channels 0 to {c - 1}."))
+        channels, names = slice(_CHANNEL.value, _CHANNEL.value + 1), [f"channel {_CHANNEL.value}"]
+    inputs, trues, preds = (np.asarray(arrays[k][chosen][..., channels])
+                            for k in predictions.ARRAYS)
+    stem = pathlib.Path(_OUTPUT.value) if _OUTPUT.value else (
+        workdir / predictions.FOLDER / str(step) / f"vis_{'_'.join(map(str, chosen))}")
+    paths = visualize.save_samples(
+        inputs, trues, preds, stem, mp4=_MP4.value, channel_names=names, cmap=_CMAP.value,
+        ids=chosen,
+        field=True if _CHANNEL.value is not None else None,
+        title=f"step {step}, sequences {', '.join(map(str, chosen))}")
+    print(f"wrote {', '.join(map(str, paths))}")
 
 
 @_guarded
 def _predict(_):
     _quiet_libraries()
-    import numpy as np
     from tau_jax import predict
     if _HORIZON.value is None:
         raise ValueError("--horizon is required (frames to predict).")
@@ -258,9 +306,8 @@ def _predict(_):
     written = [predict.save_array(out, preds)]
     if _GIF.value or _MP4.value:
         from tau_jax.visualize import save_samples
-        blank = np.full_like(preds, frames.min())  # no ground truth: a blank target row
-        written += [str(p) for p in save_samples(frames, blank, preds, out.with_suffix(""),
-                                                 mp4=_MP4.value)]
+        written += [str(p) for p in save_samples(frames, None, preds, out.with_suffix(""),
+                                                 mp4=_MP4.value, title=f"step {predictor.step}")]
     print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
           f"{predictor.step}; wrote {', '.join(map(str, written))}")
 
@@ -358,7 +405,7 @@ def main(argv=None):
                                                       "default_config.py"))
     if command in ("train", "summary", "convert", "benchmark"):
         flags.mark_flag_as_required("config")
-    if command in ("train", "eval", "predict", "convert"):
+    if command in ("train", "eval", "predict", "convert", "vis"):
         flags.mark_flag_as_required("workdir")
     if command == "predict":
         for name in ("input", "horizon", "output"):
@@ -368,7 +415,8 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
         _fail(command, e, argv)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
-             "summary": _summary, "benchmark": _benchmark, "data": _data}[command], argv=argv,
+             "vis": _vis, "summary": _summary, "benchmark": _benchmark, "data": _data}[command],
+            argv=argv,
             flags_parser=_parse_flags)
 
 

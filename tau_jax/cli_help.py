@@ -28,9 +28,11 @@ COMMANDS = {
         "nothing on a Cloud TPU VM."),
     "eval": Command(
         "OpenSTL metrics of a run's best (or latest, or any) checkpoint, with its saved config",
-        "tau-jax eval --workdir DIR [--checkpoint best|latest|STEP]",
-        "tau-jax eval --workdir runs/quickstart --checkpoint latest",
-        ("workdir", "checkpoint")),
+        "tau-jax eval --workdir DIR [--checkpoint best|latest|STEP] [--save_predictions]",
+        "tau-jax eval --workdir runs/quickstart --checkpoint latest --save_predictions",
+        ("workdir", "checkpoint", "save_predictions"),
+        "Saved predictions are float32 (N, T, H, W, C) in the data's units (OpenSTL's file "
+        "names; it saves normalised N, T, C, H, W arrays); `tau-jax vis` draws them."),
     "predict": Command(
         "predict the frames after a .npy/.npz array, an image folder or a video",
         "tau-jax predict --workdir DIR --input FILE_OR_DIR --horizon N --output OUT.npy "
@@ -41,6 +43,13 @@ COMMANDS = {
          "checkpoint"),
         "Inputs are (N, T, H, W, C) or (T, H, W, C) in the dataset's units; any frame size the "
         "model takes after padding."),
+    "vis": Command(
+        "draw predictions saved by `eval --save_predictions` as a labelled PNG grid and a GIF",
+        "tau-jax vis --workdir DIR [--step N] [--sequences 0,1,2,3] [--channel K] [--cmap NAME] "
+        "[--output STEM] [--mp4]",
+        "tau-jax vis --workdir runs/quickstart --sequences 0,10,20 --cmap magma",
+        ("workdir", "step", "sequences", "channel", "cmap", "output", "mp4"),
+        "Writes WORKDIR/predictions/STEP/vis_<sequences>.{png,gif} unless --output says where."),
     "convert": Command(
         "make a workdir from OpenSTL weights (needs torch), for eval, predict and fine-tuning",
         "tau-jax convert --from-openstl FILE.pth --config FILE --workdir DIR",
@@ -95,10 +104,28 @@ def command_help(name: str, flag_values) -> str:
             continue
         f = flag_values[flag]
         shown = "--from-openstl" if flag == "from_openstl" else f"--{flag}"
-        default = "" if f.default in (None, False) else f" (default: {f.default})"
-        text = f.help.split(": ", 1)[-1] if ": " in f.help else f.help
-        lines.append(_flag_line(shown, text + default))
+        value = ",".join(f.default) if isinstance(f.default, list) else f.default
+        default = "" if value in (None, False) else f" (default: {value})"
+        lines.append(_flag_line(shown, own_help(f.help, name) + default))
     return "\n".join(lines)
+
+
+def own_help(text: str, command: str) -> str:
+    """A flag's help for one command: a flag shared by several commands says what it does for
+    each ('predict: the .npy file; vis: ...') or for several at once ('predict, vis: ...')."""
+    if text.startswith("<"):  # absl's enum flags begin with their values: '<fp32|bf16>: ...'
+        text = text.split(">: ", 1)[-1]
+    parts, picked = text.split("; "), []
+    for part in parts:
+        owners, sep, rest = part.partition(": ")
+        names = {n.strip().split(" ")[0] for n in owners.replace("/", ",").split(",")}
+        if sep and names <= set(COMMANDS) | {"all"}:
+            if command in names or "all" in names:
+                picked.append(rest)
+        elif picked or len(parts) == 1:
+            picked.append(part)
+    out = "; ".join(picked) or text
+    return out if out.endswith(".") else out + "."
 
 
 def _flag_line(flag: str, text: str) -> str:

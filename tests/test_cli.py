@@ -40,7 +40,7 @@ def test_unknown_command_lists_the_commands():
 def test_help_lists_every_command_with_a_line():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("train", "eval", "predict", "convert", "summary", "benchmark", "data"):
+    for command in ("train", "eval", "predict", "vis", "convert", "summary", "benchmark", "data"):
         assert f"\n  {command} " in result.stdout
 
 
@@ -56,6 +56,11 @@ def test_command_help_shows_its_usage_example_and_only_its_flags():
         assert flag not in text
     predict = run_cli("predict", "-h").stdout
     assert "--horizon" in predict and "--config" not in predict
+    # a flag several commands share says what it does for this one
+    assert "--output                       the .npy file of the predictions." in predict
+    vis = run_cli("vis", "--help").stdout
+    assert "--output                       the PNG/GIF path without its suffix." in vis
+    assert "(default: 0,1,2,3)" in vis and "--horizon" not in vis
 
 
 def test_flag_of_another_command_is_refused():

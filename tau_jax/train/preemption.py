@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+log = logging.getLogger(__name__)
+
 class Preempted(Exception):
     """Training stopped on a signal after saving a checkpoint; the same command resumes it.
     `exit_code` is what a shell reports for a process that signal ended (143, 130)."""
@@ -53,7 +55,7 @@ class Preemption:
         if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        logging.warning("%s received: saving a checkpoint before exiting%s.", name,
+        log.warning("%s received: saving a checkpoint before exiting%s.", name,
                         " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
         self.requested, self.signum = True, signum
 

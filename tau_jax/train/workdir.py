@@ -17,9 +17,13 @@ import numpy as np
 
 from tau_jax.config import default_model_config
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "eval_metrics.json"
 LOG_FILE = "train.log"
+NORM_FILE = "normalisation.json"  # the training data's normalisation: predict and eval use it
+PARAMETERS_FILE = "parameters.txt"  # every parameter's shape, size and statistics at the start
 # model fields that change how a run computes, not its parameters: a run may resume with others
 COMPUTE_ONLY_FIELDS = ("dtype", "dw_impl", "remat")
 
@@ -49,6 +53,23 @@ def atomic_open(path: pathlib.Path, mode: str = "w"):
 def write_atomic(path: pathlib.Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def normalisation_of(source) -> dict:
+    """{'sub', 'div', 'mean', 'std'} lists of a training source: normalised = (raw - sub) / div;
+    mean and std de-normalise for metrics (they differ only for OpenSTL's weather quirk)."""
+    c = len(np.atleast_1d(source.mean))
+    sub = np.broadcast_to(np.asarray(getattr(source, "_sub", source.mean), np.float32), (c,))
+    div = np.broadcast_to(np.asarray(getattr(source, "_div", source.std), np.float32), (c,))
+    return {"sub": sub.tolist(), "div": div.tolist(),
+            "mean": np.asarray(source.mean, np.float32).tolist(),
+            "std": np.asarray(source.std, np.float32).tolist()}
+
+
+def save_normalisation(workdir: pathlib.Path, source) -> dict:
+    norm = normalisation_of(source)
+    write_atomic(workdir / NORM_FILE, json.dumps(norm, indent=2))
+    return norm
 
 
 def check_workdir(workdir: pathlib.Path, config) -> None:
@@ -97,7 +118,7 @@ def schedule_epochs(config, steps_per_epoch: int) -> int:
     epochs, max_steps = config.train.epochs, config.train.max_steps
     if max_steps > epochs * steps_per_epoch:
         stretched = math.ceil(max_steps / steps_per_epoch)
-        logging.warning("train.max_steps = %d is beyond train.epochs x steps per epoch = %d x %d; "
+        log.warning("train.max_steps = %d is beyond train.epochs x steps per epoch = %d x %d; "
                         "the learning-rate schedule is stretched to %d epochs.", max_steps,
                         epochs, steps_per_epoch, stretched)
         return stretched

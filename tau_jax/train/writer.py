@@ -2,6 +2,8 @@
 
 clu's metric writers import TensorFlow, which accelerator images and this project's default
 install lack; tensorboardX writes the same event files with protobuf alone. Only process 0 writes.
+Per-frame curves are one scalar per lead time (`eval/<metric>_per_frame/frame_NN`), drawn together
+in one chart per metric on TensorBoard's "Custom Scalars" tab.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import time
 import jax
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 
 class MetricWriter:
-    def __init__(self, workdir: str | pathlib.Path, total_steps: int):
+    def __init__(self, workdir: str | pathlib.Path, total_steps: int, metrics=()):
         self.enabled = jax.process_index() == 0
         self.total_steps = total_steps
         self._tb = None
         if self.enabled:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+            if metrics:
+                self._tb.add_custom_scalars({"eval by lead time": {
+                    f"{m} per frame": ["Multiline", [rf"eval/{m}_per_frame/frame_\d+"]]
+                    for m in metrics}})
         self._last = (time.perf_counter(), None)
 
     def restart_clock(self, step: int) -> None:
@@ -44,12 +52,12 @@ class MetricWriter:
         for key, value in values.items():
             if np.ndim(value) == 0:
                 self._tb.add_scalar(f"{prefix}/{key}", float(value), step)
-            else:  # a lead-time curve: one scalar per frame
+            elif not key.startswith("copy_last_"):  # a lead-time curve: a scalar per frame
+                # (the baseline's curve does not change with the step: it is in the plot)
                 for t, v in enumerate(np.asarray(value)):
                     self._tb.add_scalar(f"{prefix}/{key}/frame_{t + 1:02d}", float(v), step)
         self._tb.flush()
-        shown = ", ".join(f"{k} {float(v):.6g}" for k, v in values.items() if np.ndim(v) == 0)
-        logging.info("step %d %s: %s", step, prefix, shown)
+        log.info("step %d %s: %s", step, prefix, console_line(values))
 
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         if self.enabled:
@@ -59,3 +67,15 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def console_line(values: dict) -> str:
+    """'mse 116.9 (copy last 280.4), ssim ...': the scalars, each beside its copy-last baseline."""
+    shown = []
+    for key, value in values.items():
+        if np.ndim(value) or key.startswith("copy_last_"):
+            continue
+        baseline = values.get(f"copy_last_{key}")
+        shown.append(f"{key} {float(value):.6g}" + (
+            "" if baseline is None else f" (copy last {float(baseline):.6g})"))
+    return ", ".join(shown)
