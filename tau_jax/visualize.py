@@ -20,6 +20,7 @@ DPI = 100
 PANEL_PIXELS = 80      # frames are upscaled (nearest) by an integer factor to at least this size
 GAP, BLOCK_GAP = 3, 14  # pixels between panels, and between sequences (or channels)
 FIELD_CMAP = "viridis"
+GIF_FRAME_MS = 250     # 4 frames a second
 METRIC_LABELS = {"mse": "MSE (lower is better)", "mae": "MAE (lower is better)",
                  "rmse": "RMSE (lower is better)", "ssim": "SSIM (higher is better)",
                  "psnr": "PSNR dB (higher is better)"}
@@ -217,7 +218,8 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path, mp4: bool = F
     gif = stem.with_suffix(".gif")
     with _naming(gif):
         pictures = [Image.fromarray(f) for f in frames]
-        pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=250, loop=0)
+        pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=GIF_FRAME_MS,
+                         loop=0)
     if not mp4:
         return png, gif
     import imageio.v2 as imageio
@@ -225,7 +227,7 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path, mp4: bool = F
     h, w = frames[0].shape[:2]  # H.264 (yuv420p) needs even sides: repeat the last row / column
     frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames]
     with _naming(video):
-        imageio.mimwrite(video, frames, fps=4, macro_block_size=1)
+        imageio.mimwrite(video, frames, fps=1000 / GIF_FRAME_MS, macro_block_size=1)
     return png, gif, video
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from test_train import ROOT, cli
 from tau_jax import data, predict
+from tau_jax.visualize import GIF_FRAME_MS
 from tau_jax.train.workdir import load_config
 
 T, HORIZON = 5, 15  # 5 -> 5 frames (Moving MNIST frames stay 64x64); 15 = three roll-out passes
@@ -54,8 +55,9 @@ def test_quickstart_train_eval_predict(tmp_path):
     metrics = json.loads((workdir / "eval_metrics.json").read_text())
     assert np.isfinite(metrics["mse"]) and metrics["copy_last_mse"] > 0
     assert (workdir / "samples" / "step_00000002.png").exists()
+    assert (workdir / "samples" / "step_00000002_lead_time.png").exists()
     frames, ms = gif_frames(workdir / "samples" / "step_00000002.gif")
-    assert ms == 2 * T * 200 and 1 <= frames <= 2 * T  # inputs + the T' targets / predictions
+    assert (frames, ms) == (2 * T, 2 * T * GIF_FRAME_MS)  # inputs, then T' targets / predictions
 
     log = run("eval", f"--workdir={workdir}")
     evaluated = json.loads(log.strip().splitlines()[-1])
@@ -74,7 +76,7 @@ def test_quickstart_train_eval_predict(tmp_path):
     assert pred.shape == (2, HORIZON, 64, 64, 1) and np.all(np.isfinite(pred))
     assert out.with_suffix(".png").exists()
     frames, ms = gif_frames(out.with_suffix(".gif"))
-    assert ms == (T + HORIZON) * 200 and 1 <= frames <= T + HORIZON
+    assert (frames, ms) == (T + HORIZON, (T + HORIZON) * GIF_FRAME_MS)  # each titled: none merged
 
 
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes

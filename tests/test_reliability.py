@@ -328,15 +328,18 @@ def limit_file_size(limit: int):
 
 def test_failed_checkpoint_write_is_one_sentence_and_the_run_resumes(dataset, tmp_path):
     config = tiny_config(dataset, max_steps=2, eval_every_steps=2)
+    config.train.num_samples = 0
     run = tmp_path / "run"
     loop.train_and_evaluate(config, run)  # checkpoint 2
 
+    # 128 KB: under the checkpoint's array files (up to 260 KB), over the lead-time plot (60 KB);
+    # no sample GIF (over the limit as well: that failure is one sentence too, naming the GIF)
     config_file = write_config_file(config, tmp_path / "tiny.py")
     args = ("train", f"--config={config_file}", f"--workdir={run}", "--config.train.max_steps=4")
     env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")  # no cache file to write
     full = subprocess.Popen([sys.executable, "-m", "tau_jax.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit_file_size(48 * 1024))
+                            preexec_fn=limit_file_size(128 * 1024))
     out, err = full.communicate(timeout=600)
     assert full.returncode == 1, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
