@@ -238,8 +238,10 @@ def lead_time_figure(metrics: dict, title: str = "") -> Figure:
              if k.endswith("_per_frame") and not k.startswith("copy_last_") and np.ndim(v) == 1]
     if not names:
         raise ValueError("no per-frame metrics ('<metric>_per_frame') to plot.")
-    fig = Figure(figsize=(3.2 * len(names), 2.8), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(3.2 * len(names), 2.8), dpi=DPI)  # fixed margins: fast to draw
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.25 / len(names), right=0.99, bottom=0.17,
+                        top=0.8 if title else 0.88, wspace=0.3)
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
         model = np.asarray(metrics[f"{name}_per_frame"])
         lead = np.arange(1, len(model) + 1)

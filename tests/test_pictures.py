@@ -112,22 +112,22 @@ def test_log_lines_are_printed_above_the_progress_bar():
                     logging.getLogger("tau_jax.test").info("line %d", i)
         app.run(main)
     """)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child runs in a 100-column pseudo-terminal, as in a user's shell
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-c", script])
+    master, slave = pty.openpty()  # the child writes to a 100-column pseudo-terminal
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=slave,
+                             stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
     out = b""
     while True:
         try:
-            chunk = os.read(fd, 4096)
-        except OSError:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
             break
         if not chunk:
             break
         out += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, out
+    os.close(master)
+    assert child.wait(timeout=120) == 0, out
     text = out.decode(errors="replace")
     assert "3/3" in text  # the bar was drawn
     for i in range(3):
