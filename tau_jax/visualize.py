@@ -89,11 +89,12 @@ def _canvas(width_px: int, height_px: int, left: int, top: int, right: int, bott
     return fig, ax
 
 
-def _frame_box(fig, ax, x0, y0, w, h) -> tuple[float, float, float, float]:
-    """Figure-fraction rectangle of the mosaic pixels (x0, y0, w, h) (y downwards)."""
-    (fx, fy), (fw, fh) = ax.get_position().p0, ax.get_position().size
-    iw, ih = ax.get_images()[0].get_array().shape[1::-1]
-    return fx + fw * x0 / iw, fy + fh * (1 - (y0 + h) / ih), fw * w / iw, fh * h / ih
+def _bar_rect(fig, ax, top: int, rows: int, height: int) -> tuple[float, float, float, float]:
+    """Figure-fraction rectangle of a colorbar 10 px right of the mosaic (`height` pixel rows),
+    beside its rows top .. top + rows."""
+    box = ax.get_position()
+    return (box.x1 + 10 / fig.bbox.width, box.y0 + box.height * (1 - (top + rows) / height),
+            12 / fig.bbox.width, box.height * rows / height)
 
 
 def sample_figure(inputs, targets, preds, *, field: bool | None = None, channel_names=None,
@@ -147,9 +148,8 @@ def sample_figure(inputs, targets, preds, *, field: bool | None = None, channel_
         ax.text(j * (pw + GAP) + pw / 2, -6, heading, ha="center", va="bottom", fontsize=8)
     if paint.field:
         for b, (i, k) in enumerate(blocks):
-            x0, y0, w, h = _frame_box(fig, ax, width, b * (block_h + BLOCK_GAP), 0, block_h)
-            paint.colorbar(fig, (x0 + 10 / fig.bbox.width, y0, 12 / fig.bbox.width, h), k,
-                           names[k])
+            paint.colorbar(fig, _bar_rect(fig, ax, b * (block_h + BLOCK_GAP), block_h, height),
+                           k, names[k])
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 8 / fig.bbox.height, va="top")
     return fig
@@ -180,9 +180,8 @@ def clip_frames(inputs, targets, preds, *, field: bool | None = None, channel_na
         ax.text(i * (pw + GAP) + pw / 2, -5, f"#{i if ids is None else ids[i]}", ha="center",
                 va="bottom", fontsize=9)
     if paint.field:
-        x0, y0, w, h = _frame_box(fig, ax, width, 0, 0, height)
         name = (list(channel_names) if channel_names else ["channel 0"])[0]
-        paint.colorbar(fig, (x0 + 10 / fig.bbox.width, y0, 12 / fig.bbox.width, h), 0, name)
+        paint.colorbar(fig, _bar_rect(fig, ax, 0, height, height), 0, name)
     heading = fig.suptitle("", fontsize=10, y=1 - 6 / fig.bbox.height, va="top")
     out = []
     for f in range(t_in + t_out):

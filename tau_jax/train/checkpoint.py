@@ -207,10 +207,10 @@ class Checkpointer:
                     return best, self.restore(best, abstract_state)[0]
                 except Exception as e:  # noqa: BLE001 - fall back as for the newest
                     log.warning("The best checkpoint %s is unreadable (%s); using the newest "
-                                    "readable one.", self.directory / str(best), _first_line(e))
+                                "readable one.", self.directory / str(best), _first_line(e))
             else:
                 log.warning("No checkpoint in %s has a validation MSE; using the newest.",
-                                self.directory)
+                            self.directory)
             return self.restore_chosen("latest", abstract_state)
         step = int(which)
         if step not in self.steps():
@@ -235,8 +235,8 @@ class Checkpointer:
                 state, data_state = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any read failure means: try an older one
                 log.warning("Checkpoint %s is unreadable (%s: %s); falling back to the "
-                                "previous one.", self.directory / str(step), type(e).__name__,
-                                _first_line(e))
+                            "previous one.", self.directory / str(step), type(e).__name__,
+                            _first_line(e))
                 if self.writable and not self._other_layout(step, abstract_state):
                     self._move_aside(step)
                 continue

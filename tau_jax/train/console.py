@@ -26,9 +26,10 @@ def start_block(config, params, mesh, train_source, eval_source, *, total_steps:
     """The lines printed (and logged to train.log) before the first step."""
     mc, dc = config.model, config.data
     total = models.count_params(params)
-    width = max(len(name) for name, _ in module_table(params))
+    table = module_table(params)
+    width = max(len(name) for name, _ in table)
     rows = [f"    {name:<{width}}  {count:>12,}  {100 * count / max(total, 1):5.1f}%"
-            for name, count in module_table(params)]
+            for name, count in table]
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     data_ways = mesh.shape["data"]

@@ -139,7 +139,7 @@ def _acquire(fd: int, path: pathlib.Path) -> None:
         if _alive(holder):  # a file system whose flock does not exclude (some network mounts)
             raise _in_use(holder, path)
         log.warning("Taking over the workdir lock left by %s: that process is gone.",
-                        _describe(holder, path))
+                    _describe(holder, path))
     pid = os.getpid()
     record = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),
               "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import pathlib
@@ -36,8 +35,7 @@ from tau_jax import data, losses, models, visualize
 from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.models import predrnn
-from tau_jax.train import optim
-from tau_jax.train import console
+from tau_jax.train import console, optim
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.predictions import PredictionWriter
@@ -46,8 +44,8 @@ from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
 from tau_jax.train.workdir import (LOG_FILE, METRICS_FILE, PARAMETERS_FILE, check_config,
                                    check_source_matches_model, check_workdir, load_config,
-                                   save_config, save_normalisation, schedule_epochs,
-                                   write_atomic)
+                                   metrics_json, save_config, save_normalisation,
+                                   schedule_epochs, write_atomic)
 from tau_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -160,6 +158,7 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     acc = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
     baseline = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
     t = config.model.in_shape[0]
+    raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
     shown = None
     for frames, mask in eval_batches(source, config.data.eval_batch_size, mesh):
         pred = predict_step(variables, frames)
@@ -168,13 +167,12 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
         target = frames[:, t:]
         acc.update(pred, target, mask=mask)
         baseline.update(np.broadcast_to(frames[:, t - 1:t], target.shape), target, mask=mask)
-        raw = lambda a, k: a[:k] * source.std + source.mean  # noqa: E731 - display units
         if shown is None and samples:
             k = min(samples, int(mask.sum()))
-            shown = (raw(frames[:, :t], k), raw(target, k), raw(pred, k))
+            shown = (raw(frames[:k, :t]), raw(target[:k]), raw(pred[:k]))
         if keep is not None:  # without the padding rows
             real = mask.astype(bool)
-            keep.add(*(raw(a[real], None) for a in (frames[:, :t], target, pred)))
+            keep.add(raw(frames[real, :t]), raw(target[real]), raw(pred[real]))
     metrics = acc.result(per_frame=True)
     metrics.update({f"copy_last_{k}": v for k, v in baseline.result(per_frame=True).items()})
     return metrics, shown
@@ -254,8 +252,8 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
                 log.info("Resumed from step %d in %s.", step0, ckpt.directory)
             else:  # a converted workdir (`tau-jax convert`): weights, no data position
                 log.info("Resumed from step %d in %s; its checkpoint holds no data-iterator "
-                             "state (a converted workdir), so the data iterator starts fresh.",
-                             step0, ckpt.directory)
+                         "state (a converted workdir), so the data iterator starts fresh.",
+                         step0, ckpt.directory)
         else:
             state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
         if jax.process_index() == 0:
@@ -264,9 +262,9 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
             log.info("%s", console.start_block(
                 config, state.params, mesh, train_source, eval_source, total_steps=total_steps,
                 steps_per_epoch=steps_per_epoch, start_step=int(state.step), workdir=workdir))
-        if int(state.step) < total_steps and jax.process_index() == 0:
-            # the final metrics of an earlier, shorter run: not this run's until it finishes
-            (workdir / METRICS_FILE).unlink(missing_ok=True)
+            if int(state.step) < total_steps:
+                # the final metrics of an earlier, shorter run: not this run's until it finishes
+                (workdir / METRICS_FILE).unlink(missing_ok=True)
         if preemption.requested:  # before any step: the workdir already holds all there is
             raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} before "
                             "training started; nothing new to save.", preemption.signum)
@@ -284,9 +282,7 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
     finally:
         stack.close()
     if jax.process_index() == 0 and metrics:  # {}: the run had already finished
-        write_atomic(workdir / METRICS_FILE, json.dumps(
-            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
-            indent=2))
+        write_atomic(workdir / METRICS_FILE, metrics_json(metrics))
     return metrics
 
 
@@ -321,7 +317,7 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
             if progress is None:
                 jax.block_until_ready(metrics)
                 log.info("First step done in %.1f s (compilation included).",
-                             time.perf_counter() - start)
+                         time.perf_counter() - start)
                 writer.restart_clock(step)
                 progress = stack.enter_context(console.progress_bar(total_steps, step - 1))
             progress.update(1)

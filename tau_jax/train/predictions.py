@@ -9,11 +9,12 @@ that is renamed into place at the end: a folder under predictions/ is always com
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
 
 import numpy as np
+
+from tau_jax.train.workdir import metrics_json
 
 FOLDER = "predictions"
 ARRAYS = ("inputs", "trues", "preds")
@@ -42,9 +43,7 @@ class PredictionWriter:
         for array in self._arrays.values():
             array.flush()
         self._arrays.clear()
-        (self.tmp / "metrics.json").write_text(json.dumps(
-            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()},
-            indent=2))
+        (self.tmp / "metrics.json").write_text(metrics_json(metrics))
         if self.final.exists():
             shutil.rmtree(self.final)
         self.tmp.rename(self.final)

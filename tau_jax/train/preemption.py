@@ -56,7 +56,7 @@ class Preemption:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         log.warning("%s received: saving a checkpoint before exiting%s.", name,
-                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+                    " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
         self.requested, self.signum = True, signum
 
     def reached(self, step: int) -> bool:

@@ -66,10 +66,14 @@ def normalisation_of(source) -> dict:
             "std": np.asarray(source.std, np.float32).tolist()}
 
 
-def save_normalisation(workdir: pathlib.Path, source) -> dict:
-    norm = normalisation_of(source)
-    write_atomic(workdir / NORM_FILE, json.dumps(norm, indent=2))
-    return norm
+def save_normalisation(workdir: pathlib.Path, source) -> None:
+    write_atomic(workdir / NORM_FILE, json.dumps(normalisation_of(source), indent=2))
+
+
+def metrics_json(metrics: dict) -> str:
+    """Evaluation metrics as JSON (per-frame curves as lists)."""
+    return json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                       for k, v in metrics.items()}, indent=2)
 
 
 def check_workdir(workdir: pathlib.Path, config) -> None:
@@ -119,8 +123,8 @@ def schedule_epochs(config, steps_per_epoch: int) -> int:
     if max_steps > epochs * steps_per_epoch:
         stretched = math.ceil(max_steps / steps_per_epoch)
         log.warning("train.max_steps = %d is beyond train.epochs x steps per epoch = %d x %d; "
-                        "the learning-rate schedule is stretched to %d epochs.", max_steps,
-                        epochs, steps_per_epoch, stretched)
+                    "the learning-rate schedule is stretched to %d epochs.", max_steps,
+                    epochs, steps_per_epoch, stretched)
         return stretched
     return epochs
 
