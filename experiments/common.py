@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from tau_jax.benchmark import provenance
+from tau_jax.bench.benchmark import provenance
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

@@ -37,7 +37,7 @@ from flax import linen as nn
 
 from common import write_result
 from tau_jax import metrics, models
-from tau_jax.config import attention_model_config, model_config
+from tau_jax.config import default_model_config
 from tau_jax.losses import tau_loss
 from tau_jax.summary import summarize
 
@@ -69,10 +69,10 @@ def make_config(name: str, args):
     shape = dict(in_shape=(args.frames, args.size, args.size, 1), out_frames=args.frames,
                  hid_S=args.hid_S, N_S=args.N_S, hid_T=args.hid_T, N_T=args.N_T, drop_path=0.0)
     if name in ("tau", "gsta"):
-        cfg = model_config()
+        cfg = default_model_config("tau")
         cfg.update(name=name, drop_path_schedule="linear", **shape)  # no stochastic depth
     else:
-        cfg = attention_model_config(name)
+        cfg = default_model_config(name)
         latent = args.size // 2 ** (args.N_S // 2)
         cfg.update(num_heads=args.heads, window_size=min(args.window, latent), **shape)
     return cfg

@@ -16,7 +16,8 @@ import jax
 from jax.sharding import Mesh
 
 from common import write_result
-from tau_jax import benchmark, data
+from tau_jax import data
+from tau_jax.bench import benchmark
 from tau_jax.config import load_config_file
 from tau_jax.data.pipeline import train_batches
 from tau_jax.train.sharding import make_mesh

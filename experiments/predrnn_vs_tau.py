@@ -2,7 +2,7 @@
 
 Both models run the training system's own jitted step (tau_jax.train.loop.make_train_step: loss,
 backward, Adam with the config's OneCycle schedule, donated state), timed as `tau-jax benchmark`
-times it (tau_jax.benchmark.measure_ours): TAU with MSE +
+times it (tau_jax.bench.benchmark.measure_ours): TAU with MSE +
 0.1 DDR on the 10 -> 10 prediction, PredRNN with its scheduled-sampling mask drawn inside the
 step and the MSE over all 19 one-step predictions. Input: random frames (B, 20, 64, 64, 1), the
 same for both. Reported per model: parameters, compile time, the step time of each timed call
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from common import write_result
-from tau_jax import benchmark
+from tau_jax.bench import benchmark
 from tau_jax.config import load_config_file
 
 ROOT = pathlib.Path(__file__).parents[1]

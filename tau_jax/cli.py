@@ -315,7 +315,7 @@ def _predict(_):
 @_guarded
 def _convert(_):
     _quiet_libraries()
-    from tau_jax import convert, predict
+    from tau_jax import convert
     if not _FROM_OPENSTL.value:
         raise ValueError("--from-openstl FILE.pth is required.")
     if not os.path.exists(_FROM_OPENSTL.value):
@@ -324,7 +324,7 @@ def _convert(_):
         state_dict = convert.load_pth(_FROM_OPENSTL.value)
     except ImportError as e:
         raise ValueError(str(e)) from None
-    workdir = predict.convert_openstl(state_dict, _CONFIG.value, _WORKDIR.value)
+    workdir = convert.convert_openstl(state_dict, _CONFIG.value, _WORKDIR.value)
     print(f"converted {_FROM_OPENSTL.value} into {workdir} (step 0)")
 
 
@@ -340,7 +340,7 @@ def _benchmark(_):
     _quiet_libraries()
     if _OPENSTL.value:  # PyTorch shares the device: JAX must not reserve 75% of it up front
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from tau_jax import benchmark
+    from tau_jax.bench import benchmark
     result = benchmark.run(_CONFIG.value, _PRECISION.value, _BATCH.value, _REPEATS.value,
                            _STEPS.value, _WARMUP.value, _INFER_BATCH.value, _INFER_STEPS.value,
                            _OPENSTL.value, _PEAK_TFLOPS.value, _BREAKDOWN.value,

@@ -1,8 +1,8 @@
 """The base experiment config every file under configs/ starts from.
 
-Every field is declared here with its meaning; a config file overrides values, never adds
-fields, so a mistyped override fails loudly. Defaults are OpenSTL's (reference spec section 3.1
-and the SimVP_Model constructor), TAU on Moving MNIST.
+Every field is declared here with its meaning (the `model` section by the model's family); a
+config file overrides values, never adds fields, so a mistyped override fails loudly. Defaults
+are OpenSTL's, TAU on Moving MNIST; code reads declared fields directly and repeats no default.
 """
 
 from __future__ import annotations
@@ -13,34 +13,19 @@ import pathlib
 
 import ml_collections
 
-
-def model_config() -> ml_collections.ConfigDict:
-    """The `model` section: SimVP-family fields, named as in OpenSTL."""
-    m = ml_collections.ConfigDict()
-    m.name = "tau"                    # 'tau', 'gsta' (SimVP v2), 'incepu' (v1), 'timesformer', 'tps'
-    m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
-    m.out_frames = 10                 # T', frames to predict; T' > T rolls the model out
-    m.hid_S = 64                      # encoder/decoder width
-    m.hid_T = 512                     # translator width
-    m.N_S = 4                         # encoder (and decoder) layers; even, half of them stride 2
-    m.N_T = 8                         # translator blocks
-    m.spatio_kernel_enc = 3           # encoder conv kernel size
-    m.spatio_kernel_dec = 3           # decoder conv kernel size
-    m.mlp_ratio = 8.0                 # MixMlp hidden width / block width (TAU, gSTA)
-    m.tau_ablation = "none"           # TAU paper ablations: 'none', 'no_sa', 'no_da', 'conv_baseline'
-    m.drop = 0.0                      # dropout inside MixMlp
-    m.drop_path = 0.0                 # stochastic depth of the last translator block
-    m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)
-    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (by backend)
-    m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
-    m.param_dtype = "float32"         # parameter storage dtype
-    return m
+from tau_jax import models
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """The whole experiment: model, data, loss, optimiser, training."""
+def default_model_config(name: str) -> ml_collections.ConfigDict:
+    """The defaults of the `model` section of model `name`, declared by its family
+    (tau_jax/models/simvp.py, tau_jax/models/recurrent/)."""
+    return models.default_config(name)
+
+
+def base_config(model: str = "tau") -> ml_collections.ConfigDict:
+    """The whole experiment for model `model`: model, data, loss, optimiser, training."""
     config = ml_collections.ConfigDict()
-    config.model = model_config()
+    config.model = default_model_config(model)
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "moving_mnist"  # dataset builder name
@@ -75,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.custom_val_fraction = 0.0  # custom without split folders: share of sequences for val
     config.data.custom_test_fraction = 0.1  # custom without split folders: share of sequences for test
 
-    config.loss = ml_collections.ConfigDict()
+    config.loss = ml_collections.ConfigDict()  # the SimVP family's loss; recurrent models have their own
     config.loss.alpha = 0.1            # weight of TAU's DDR term (0 = plain MSE, SimVP)
     config.loss.ddr_tau = 0.1          # softmax temperature of DDR
 
@@ -120,80 +105,3 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"Config file {path} defines no get_config().")
     return module.get_config()
-
-
-def recurrent_model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
-    """The `model` section for the recurrent family ('predrnn', 'predrnnv2', 'convlstm'), named as
-    in OpenSTL; defaults are OpenSTL's Moving MNIST configs (reference spec 6.3-6.7)."""
-    m = ml_collections.ConfigDict()
-    m.name = name                     # family: 'predrnn', 'predrnnv2' (decoupling loss) or 'convlstm'
-    m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
-    m.out_frames = 10                 # T', frames to predict (the model unrolls T+T'-1 steps)
-    m.num_hidden = (128,) * 4          # width per layer (one width for predrnn/predrnnv2)
-    m.filter_size = 5                 # cell conv kernel size (odd)
-    m.stride = 1                      # cell conv stride (OpenSTL only works with 1)
-    m.patch_size = 4                  # space-to-depth patch: frames become (H/p, W/p, p*p*C)
-    m.layer_norm = 0                  # 1 = LayerNorm over (H/p, W/p, channels) after each gate conv
-    m.reverse_scheduled_sampling = int(name == "predrnnv2")  # 1 = reverse sched. sampling
-    m.decouple_beta = 0.1             # predrnnv2: weight of the memory-decoupling loss
-    m.remat = False                   # recompute each time step in the backward pass: less memory, more time
-    m.scheduled_sampling = 1          # standard schedule: 0 = always feed own predictions
-    m.sampling_stop_iter = 50000      # standard schedule: iteration at which eta reaches 0
-    m.sampling_changing_rate = 2e-5   # standard schedule: eta decrease per iteration
-    m.r_sampling_step_1 = 25000       # reverse schedule: iteration where both probabilities leave 0.5
-    m.r_sampling_step_2 = 50000       # reverse schedule: iteration where r_eta = 1 and eta = 0
-    m.r_exp_alpha = 5000              # reverse schedule: time constant of r_eta's exponential rise
-    m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
-    m.param_dtype = "float32"         # parameter storage dtype
-    return m
-
-
-ATTENTION_MODELS = ("timesformer", "tps")
-
-
-def attention_model_config(name: str = "timesformer") -> ml_collections.ConfigDict:
-    """The `model` section for the attention translators in the SimVP frame ('timesformer',
-    'tps'): model_config() plus their fields. Width is hid_T, depth N_T; defaults follow
-    ViT/Swin (MLP ratio 4, linear stochastic-depth schedule) at Moving MNIST sizes."""
-    if name not in ATTENTION_MODELS:
-        raise ValueError(f"attention_model_config: name must be one of {ATTENTION_MODELS}, "
-                         f"got {name!r}.")
-    m = model_config()
-    m.name = name
-    m.hid_T = 256                     # token width D
-    m.mlp_ratio = 4.0                 # MLP hidden width / token width (ViT, Swin)
-    m.drop_path_schedule = "linear"   # as TimeSformer and Swin: linspace(0, drop_path) over blocks
-    m.num_heads = 8                   # attention heads; must divide hid_T
-    m.latent_patch = 1                # side of the latent-map patches that become tokens
-    m.attention_mode = "divided"      # timesformer: 'divided' (time then space), 'joint', 'space'
-    m.window_size = 8                 # tps: attention window side on the token grid; must divide it
-    m.shift_ratio = 1.0               # tps: fraction of heads moved by the temporal patch shift
-    m.channel_shift_ratio = 0.125     # tps: fraction of each head's channels shifted each way
-    m.relative_bias = "3d"            # tps: '3d' (paper; t-aware, per frame) or '2d' (parameter-free)
-    return m
-
-
-def attention_base_config(name: str = "timesformer") -> ml_collections.ConfigDict:
-    """base_config() with attention_model_config(name) as its (locked) model section."""
-    config = base_config()
-    config.model = attention_model_config(name)
-    config.model.lock()
-    return config
-
-
-def recurrent_base_config(name: str = "predrnn") -> ml_collections.ConfigDict:
-    """base_config() with recurrent_model_config(name) as its (locked) model section. The
-    `loss` section (TAU's DDR) is not used by this family: its loss is the model's own."""
-    config = base_config()
-    config.model = recurrent_model_config(name)
-    config.model.lock()
-    return config
-
-
-def default_model_config(name: str) -> ml_collections.ConfigDict:
-    """The defaults of the `model` section for model family `name`."""
-    if name in ATTENTION_MODELS:
-        return attention_model_config(name)
-    if name in ("predrnn", "predrnnv2", "convlstm"):
-        return recurrent_model_config(name)
-    return model_config()

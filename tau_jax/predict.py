@@ -18,7 +18,7 @@ a shorter one keeps the first frames. Inputs with more than T frames use their l
 
 Frame sizes (pad and crop): the frames may be any H x W, not only model.in_shape's. The layers
 that carry the trained weights do not depend on the frame size for most models, so the model runs
-on any size its strides and windows divide (`frame_rule`):
+on any size its strides and windows divide (each family's `frame_rule`):
 
 * SimVP family (`tau`, `gsta`, `incepu`: convolutions, and TAU's dynamical attention is a global
   mean pool): H and W multiples of the encoder stride 2 ** (N_S // 2);
@@ -43,8 +43,7 @@ still the same model: how well it predicts there (TAU's pooled statistics, bound
 larger frames) is for the user to judge. Compilation is per (horizon, frame size): each new size
 compiles once, later calls with it reuse the program (batches are padded to one batch shape).
 
-`convert_openstl(state_dict, config, workdir)` makes a workdir (config.json + a step-0 checkpoint)
-from OpenSTL weights that `tau-jax eval`, `predict` and `train` (fine-tuning) accept.
+A workdir made from OpenSTL weights (`tau_jax.convert.convert_openstl`) loads the same way.
 """
 
 from __future__ import annotations
@@ -57,10 +56,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tau_jax import models
-from tau_jax.models import predrnn
+from tau_jax import data, models
+from tau_jax.data import base, readers
 from tau_jax.data.base import check_finite
 from tau_jax.models.layers import chain_passes
+from tau_jax.train import evaluation
+from tau_jax.train.checkpoint import has_checkpoints
+from tau_jax.train.sharding import make_mesh
+from tau_jax.train.workdir import NORM_FILE, atomic_open, load_config, normalisation_of, read_json
 
 PAD_MODE = "edge"  # how frames are padded to a size the model takes (see the module docstring)
 
@@ -103,28 +106,10 @@ def check_frames(frames, in_shape, any_size: bool = False, size_hint: str = "") 
     return frames[:, -t:].astype(np.float32)
 
 
-def frame_rule(model_config) -> tuple[int, str | None]:
-    """(m, why): the model, with its trained parameters, runs on frames whose H and W are
-    multiples of m; `why` is None, or says why its parameters fix H x W to model.in_shape's."""
-    name = model_config.name
-    if name in models.RECURRENT:
-        if model_config.get("layer_norm", 0):
-            return int(model_config.patch_size), (
-                "its LayerNorms (model.layer_norm = 1) have parameters over the whole frame grid")
-        return int(model_config.patch_size), None
-    m = 2 ** (int(model_config.N_S) // 2)  # the encoder's total stride
-    if name == "timesformer":
-        return m * int(model_config.latent_patch), (
-            "its position embedding is learnt per token of the in_shape grid")
-    if name == "tps":
-        return m * int(model_config.latent_patch) * int(model_config.window_size), None
-    return m, None
-
-
 def padded_size(model_config, h: int, w: int) -> tuple[int, int]:
     """The smallest frame size >= (h, w) the model takes (see the module docstring); ValueError
     naming the model and the sizes it takes when there is none."""
-    m, fixed = frame_rule(model_config)
+    m, fixed = models.family_of(model_config.name).frame_rule(model_config)
     _, h0, w0, _ = (int(v) for v in model_config.in_shape)
     if fixed is None:
         return -(-h // m) * m, -(-w // m) * m
@@ -152,28 +137,18 @@ def _crop(y, pad):
     return y[:, :, top:y.shape[2] - bottom, left:y.shape[3] - right]
 
 
-def _simvp_pass(model, variables, window, pad):
-    """One model call (out_frames frames) of the SimVP frame, as its own roll-out makes them:
-    T-frame passes fed their predecessor's output, each padded before and cropped after."""
-    def one_window(frames):
-        return _crop(model.apply(variables, _pad(frames, pad), False,
-                                 method=type(model).predict_window), pad)
-    return chain_passes(one_window, window, int(model.out_frames))
-
-
 def rollout(model, model_config, variables, inputs, horizon: int, pad=((0, 0), (0, 0))):
-    """Normalised inputs (B, T, H, W, C) -> the `horizon` next frames, normalised float32, for
-    either family in eval mode: passes of the model chained on its own outputs (the last T
-    frames known so far). With `pad` ((top, bottom), (left, right)) every pass's input is padded
-    (PAD_MODE) and its output cropped back; `model` must then be built for the padded size."""
-    if model_config.name in models.RECURRENT:
-        t_out = int(model_config.out_frames)
+    """Normalised inputs (B, T, H, W, C) -> the `horizon` next frames, normalised float32, in
+    eval mode: passes of the model chained on its own outputs (the last T frames known so far).
+    With `pad` ((top, bottom), (left, right)) every model call's input is padded (PAD_MODE) and
+    its output cropped back; `model` must then be built for the padded size."""
+    family = models.family_of(model_config.name)
 
-        def one_pass(window):
-            return _crop(predrnn.rollout(model, variables, _pad(window, pad), t_out), pad)
-    else:
-        def one_pass(window):
-            return _simvp_pass(model, variables, window, pad)
+    def around(call):
+        return lambda frames: _crop(call(_pad(frames, pad)), pad)
+
+    def one_pass(window):
+        return family.model_pass(model, model_config, variables, window, around)
     return chain_passes(one_pass, inputs, horizon).astype(jnp.float32)
 
 
@@ -217,8 +192,6 @@ class Predictor:
     def normalisation(self) -> dict:
         """{'sub', 'div'} (C,) float32: normalised = (raw - sub) / div."""
         if self._norm is None:
-            from tau_jax import data
-            from tau_jax.train.workdir import NORM_FILE, normalisation_of, read_json
             path = None if self.workdir is None else self.workdir / NORM_FILE
             if path is not None and path.exists():
                 saved = read_json(path)
@@ -332,38 +305,20 @@ def load_exported(path) -> ExportedPredictor:
 # Loading a workdir
 # ----------------------------------------------------------------------------------------------
 
-def _template(config):
-    from tau_jax.train import loop, optim
-    from tau_jax.train.sharding import make_mesh
-    mesh = make_mesh((1, 1), jax.devices()[:1])
-    tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
-    abstract, _, _ = loop.state_template(config, tx, mesh)
-    return abstract, tx
-
-
-def _has_checkpoints(workdir: pathlib.Path) -> bool:
-    directory = workdir / "checkpoints"
-    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
-
-
 def load(workdir: str | os.PathLike, normalisation: dict | None = None,
          checkpoint: str | int = "best") -> Predictor:
     """Predictor of checkpoint `checkpoint` in `workdir` ('best': the lowest validation MSE,
     'latest': the newest readable, or a step number) with the run's saved config (EMA weights
     when the run kept them). `normalisation` ({'sub', 'div'}) overrides the saved or derived
     constants."""
-    from tau_jax.train import loop
-    from tau_jax.train.workdir import load_config
     workdir = pathlib.Path(workdir)
     config = load_config(workdir)
-    if not _has_checkpoints(workdir):
+    if not has_checkpoints(workdir):
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train "
                                 f"(`tau-jax train`) or convert (`tau-jax convert`) into {workdir} "
                                 "first.")
-    from tau_jax.train.sharding import make_mesh
-    step, state = loop.restore_state(config, workdir, make_mesh((1, 1), jax.devices()[:1]),
-                                     checkpoint)
-    variables = state.eval_variables(bool(config.optim.ema_decay))
+    step, variables = evaluation.restore_variables(
+        config, workdir, make_mesh((1, 1), jax.devices()[:1]), checkpoint)
     return Predictor(config, variables, step, workdir, normalisation)
 
 
@@ -391,7 +346,6 @@ def output_path(path) -> pathlib.Path:
 
 def save_array(path: pathlib.Path, array: np.ndarray) -> pathlib.Path:
     """np.save, all or nothing (train.workdir.atomic_open)."""
-    from tau_jax.train.workdir import atomic_open
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as f:
         np.save(f, array)
@@ -408,11 +362,10 @@ def read_inputs(path, in_frames: int, channels: int | None = None, grayscale: bo
     sequence in `path`, a .npy/.npz array (N, T, H, W, C) / (N, T, C, H, W) or one sequence
     (T, H, W, C), a folder of images (one sequence), of image folders or of videos, or a video
     file. `grayscale` reduces RGB to luma, `resize` (H, W) resizes (bilinear)."""
-    from tau_jax.data import base, custom
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist.")
-    if path.is_file() and path.suffix.lower() in custom.ARRAY_SUFFIXES:
+    if path.is_file() and path.suffix.lower() in readers.ARRAY_SUFFIXES:
         z = base.load_array(path)
         try:
             array = z if isinstance(z, np.ndarray) else (
@@ -425,9 +378,9 @@ def read_inputs(path, in_frames: int, channels: int | None = None, grayscale: bo
             array = array[None]
         layout = "NTHWC" if array.ndim == 5 and channels and array.shape[-1] == channels \
             else "auto"
-        seqs = custom.array_sequences(array, str(path), layout)
+        seqs = readers.array_sequences(array, str(path), layout)
     else:
-        found = custom.load_unit(path, "auto")
+        found = readers.load_unit(path, "auto")
         seqs = [q for group in found.values() for q in group]
     out = []
     for q in seqs:
@@ -444,41 +397,3 @@ def read_inputs(path, in_frames: int, channels: int | None = None, grayscale: bo
     if len(shapes) > 1:
         raise ValueError(f"sequences in {path} have different shapes {sorted(shapes)}.")
     return np.stack(out)
-
-
-# ----------------------------------------------------------------------------------------------
-# OpenSTL weights -> workdir
-# ----------------------------------------------------------------------------------------------
-
-def convert_openstl(state_dict, config, workdir: str | os.PathLike) -> pathlib.Path:
-    """Write `config` and a step-0 checkpoint holding the converted OpenSTL `state_dict` (a
-    mapping of PyTorch key -> array, e.g. from `tau_jax.convert.load_pth`) with a fresh
-    optimiser state into `workdir`, for `tau-jax eval` / `predict`, and for `tau-jax train`,
-    which fine-tunes from it (the checkpoint holds no data-iterator position, so training reads
-    its data from the start of the shuffled order, as a new run does)."""
-    from tau_jax import convert
-    from tau_jax.train.checkpoint import Checkpointer
-    from tau_jax.train.lock import workdir_lock
-    from tau_jax.train.state import TrainState
-    from tau_jax.train.workdir import check_config, check_workdir, save_config
-    workdir = pathlib.Path(workdir)
-    check_config(config)
-    variables = convert.from_openstl(config.model, state_dict)  # errors name the bad keys
-    check_workdir(workdir, config)
-    if _has_checkpoints(workdir):
-        raise ValueError(f"{workdir / 'checkpoints'} already holds checkpoints; convert into a "
-                         "new workdir.")
-    abstract, tx = _template(config)
-    params = variables["params"]
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                       ema_params=params if config.optim.ema_decay else None)
-    # same tree, shapes and dtypes as a trained run's checkpoint
-    state = jax.tree_util.tree_map(lambda a, s: jax.device_put(jnp.asarray(a, s.dtype),
-                                                               s.sharding), state, abstract)
-    with workdir_lock(workdir):  # not while a `train` writes there
-        save_config(config, workdir)
-        ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
-        ckpt.save(0, state, {})
-        ckpt.close()
-    return workdir

@@ -6,14 +6,14 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from conftest import DATA
 from tau_jax import models
-from tau_jax.config import load_config_file, model_config
+from tau_jax.config import base_config, default_model_config, load_config_file
 from tau_jax.data import kth
+from tau_jax.train.workdir import load_config
 from tau_jax.models.tau import ABLATIONS, TemporalAttentionModule, se_hidden
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -65,7 +65,7 @@ def test_conv_baseline_keeps_only_the_convolutional_mixer(mmnist_counts):
 
 
 def tiny_config(ablation):
-    cfg = model_config()
+    cfg = default_model_config("tau")
     cfg.update(in_shape=(3, 8, 8, 1), out_frames=3, hid_S=4, hid_T=16, N_S=2, N_T=2,
                dw_impl="lax", tau_ablation=ablation)
     return cfg
@@ -139,9 +139,15 @@ def test_ablation_of_another_model_is_an_error():
         models.build(cfg)
 
 
-def test_config_saved_before_the_field_is_plain_tau():
-    cfg = ml_collections.ConfigDict(tiny_config("none").to_dict())  # a saved config.json
-    del cfg["tau_ablation"]
+def test_config_saved_before_the_field_is_plain_tau(tmp_path):
+    """A run saved before model.tau_ablation existed loads (workdir.load_config) as plain TAU."""
+    saved = base_config()
+    saved.model = tiny_config("none")
+    saved = json.loads(saved.to_json())
+    del saved["model"]["tau_ablation"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    cfg = load_config(tmp_path).model
+    assert cfg.tau_ablation == "none"
     assert models.count_params(params_of(cfg)) == models.count_params(
         params_of(tiny_config("none")))
 

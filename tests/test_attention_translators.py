@@ -15,10 +15,10 @@ from flax import linen as nn
 from scipy.special import erf
 
 from tau_jax import models
-from tau_jax.config import (attention_base_config, attention_model_config, load_config_file,
-                            model_config)
+from tau_jax.config import base_config, default_model_config, load_config_file
 from tau_jax.losses import tau_loss
-from tau_jax.models.attention import LOGICAL_AXES, dot_product_attention, patchify, unpatchify
+from tau_jax.train.sharding import MIN_SHARDED_SIZE, make_mesh, tree_shardings
+from tau_jax.models.attention import dot_product_attention, patchify, unpatchify
 from tau_jax.models.timesformer import SpaceTimeAttention, TimeSformer, TimeSformerBlock
 from tau_jax.models.tps import (PATTERN_C, TPS, TPSBlock, channel_shift, patch_shift,
                                 relative_position_index, shift_offsets)
@@ -47,7 +47,7 @@ def normal(shape, seed=1):
 
 
 def tiny_cfg(name, **overrides):
-    cfg = attention_model_config(name)
+    cfg = default_model_config(name)
     cfg.update(in_shape=(4, 16, 16, 1), out_frames=4, hid_S=8, hid_T=32, N_S=2, N_T=2,
                num_heads=4, window_size=4)
     cfg.update(overrides)
@@ -362,20 +362,21 @@ def test_tps_param_count_closed_form(bias):
     assert translator_params(cfg) == (c * d + d) + n_t * block + 2 * d + (d * c + c)
 
 
-def test_parameters_carry_logical_axis_names():
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("fsdp", "tp"))
-    rules = (("embed", "fsdp"), ("mlp", "tp"), ("heads", "tp"), ("latent", None))
+def test_attention_parameters_shard_by_the_one_fsdp_rule():
+    """train/sharding.py's shape rule is the only sharding description: with fsdp = 4 every
+    translator array of 2**14 elements or more is split along a dimension divisible by 4."""
+    mesh = make_mesh((2, 4), jax.devices()[:8])
     for name in ("timesformer", "tps"):
-        boxed = jax.eval_shape(lambda: models.init(tiny_cfg(name), rbg()))["params"]["translator"]
-        leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda a: isinstance(a, nn.Partitioned))
-        for leaf in leaves:
-            assert isinstance(leaf, nn.LogicallyPartitioned)
-            assert len(leaf.names) == leaf.value.ndim
-            assert set(leaf.names) <= set(LOGICAL_AXES)
-        specs = nn.get_partition_spec(boxed)
-        shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-        assert all(isinstance(s, jax.sharding.NamedSharding)
-                   for s in jax.tree_util.tree_leaves(shardings))
+        cfg = tiny_cfg(name, hid_T=128)
+        params = jax.eval_shape(lambda: models.init(cfg, rbg()))["params"]
+        shardings = tree_shardings(params, mesh)
+        split = [(leaf.shape, sh.spec) for leaf, sh in zip(jax.tree_util.tree_leaves(params),
+                                                            jax.tree_util.tree_leaves(shardings))
+                 if leaf.size >= MIN_SHARDED_SIZE]
+        assert split, name
+        for shape, spec in split:
+            axis = list(spec).index("fsdp")
+            assert shape[axis] % 4 == 0
 
 
 @pytest.mark.parametrize("path", ["mmnist/timesformer.py", "mmnist/tps.py",
@@ -420,14 +421,14 @@ def test_bad_config_is_a_clear_error(name, overrides, message):
 
 
 def test_missing_fields_and_unknown_names_are_clear_errors():
-    cfg = model_config()
+    cfg = default_model_config("tau")
     cfg.name = "tps"
-    with pytest.raises(ValueError, match=r"lacks field\(s\) \['num_heads', 'latent_patch', "
-                                         r"'window_size'"):
+    with pytest.raises(ValueError, match=r"lacks field\(s\) \[.*'latent_patch', 'num_heads', .*"
+                                         r"'window_size'\]"):
         models.build(cfg)
-    with pytest.raises(ValueError, match="must be one of"):
-        attention_model_config("vit")
-    assert attention_base_config("tps").model.is_locked
+    with pytest.raises(ValueError, match="Unknown model.name 'vit'; known models"):
+        default_model_config("vit")
+    assert base_config("tps").model.is_locked
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from test_train import ROOT, cli, write_config_file
-from tau_jax import benchmark, losses, openstl_peer
-from tau_jax.config import base_config, recurrent_base_config
-from tau_jax.models import predrnn
+from tau_jax import losses
+from tau_jax.bench import benchmark, openstl_peer
+from tau_jax.config import base_config
+from tau_jax.models.recurrent.patches import reshape_patch
 
 
 def tiny_config():
@@ -91,7 +92,7 @@ def test_models_without_an_openstl_counterpart(tmp_path):
     config = tiny_config()
     config.model.name = "timesformer"
     with pytest.raises(ValueError, match="no OpenSTL counterpart"):
-        openstl_peer.model_module(config.model, tmp_path)
+        openstl_peer.counterpart(config.model, tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def test_peer_patches_equal_ours():
     torch = pytest.importorskip("torch")
     frames = np.random.default_rng(1).normal(size=(2, 3, 8, 12, 2)).astype(np.float32)
     theirs = openstl_peer._patches(torch.from_numpy(frames), 4).numpy()
-    np.testing.assert_array_equal(theirs, np.asarray(predrnn.reshape_patch(frames, 4)))
+    np.testing.assert_array_equal(theirs, np.asarray(reshape_patch(frames, 4)))
 
 
 FAKE_SIMVP = '''
@@ -148,7 +149,7 @@ def test_side_by_side_with_a_checkout(tmp_path):
 
 def test_recurrent_peer_inputs(tmp_path):
     torch = pytest.importorskip("torch")
-    config = recurrent_base_config("predrnnv2")
+    config = base_config("predrnnv2")
     config.model.update(in_shape=(3, 8, 8, 1), out_frames=2, num_hidden=(4, 4), patch_size=2)
     peer = types.SimpleNamespace(config=config, recurrent=True, torch=torch,
                                  device=torch.device("cpu"))
@@ -178,7 +179,7 @@ def test_readme_table_is_generated_from_the_results():
 def test_benchmark_imports_without_tensorflow_or_grain():
     """Accelerator images often lack TensorFlow and grain: the CLI, the train step and the
     benchmark import without them (they load only when a dataset is built or read)."""
-    code = ("import sys, tau_jax.cli, tau_jax.benchmark, tau_jax.train.loop; "
+    code = ("import sys, tau_jax.cli, tau_jax.bench.benchmark, tau_jax.train.loop; "
             "print(sorted(m for m in ('tensorflow', 'grain', 'tensorflow_datasets') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

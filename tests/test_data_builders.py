@@ -19,7 +19,7 @@ tfds.disable_progress_bar()
 
 from tau_jax import data  # noqa: E402
 from tau_jax.config import base_config  # noqa: E402
-from tau_jax.data import base, custom, digits, kth, moving_mnist, weatherbench  # noqa: E402
+from tau_jax.data import base, digits, kth, moving_mnist, readers, weatherbench  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -477,9 +477,9 @@ def test_custom_array_layouts_windows_and_stats(tmp_path):
 
 
 def test_layout_detection_and_variable_names():
-    assert custom.detect_layout((2, 9, 3, 16, 12), "auto", "x") == "NTCHW"
-    assert custom.detect_layout((2, 9, 16, 12, 3), "auto", "x") == "NTHWC"
-    assert custom.detect_layout((2, 9, 8, 8, 8), "NTCHW", "x") == "NTCHW"
+    assert readers.detect_layout((2, 9, 3, 16, 12), "auto", "x") == "NTCHW"
+    assert readers.detect_layout((2, 9, 16, 12, 3), "auto", "x") == "NTHWC"
+    assert readers.detect_layout((2, 9, 8, 8, 8), "NTCHW", "x") == "NTCHW"
     labels = [c.label for c in weatherbench.parse_variables(("uv10", "t@850", "r"))]
     assert labels == ["u10", "v10", "t@850", "r"]
     with pytest.raises(ValueError, match="single-level"):

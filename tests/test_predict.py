@@ -15,9 +15,10 @@ from PIL import Image
 from conftest import load_bundle
 from test_train import cli, make_dataset, tiny_config, write_config_file
 from test_train_families import tiny_family_config
-from tau_jax import predict
+from tau_jax import convert, predict, train
 from tau_jax.train.workdir import NORM_FILE
 from tau_jax.config import base_config
+from tau_jax.models.recurrent import model as recurrent_model
 from tau_jax.train import loop
 from tau_jax.train.sharding import make_mesh
 
@@ -158,7 +159,7 @@ def test_sizes_per_family(dataset):
     out = rnn.predict(x, 6)
     assert out.shape == (2, 6, 13, 11, 1) and np.all(np.isfinite(out))
     model = model_at(rnn.config, (16, 12))
-    by_hand = jax.jit(functools.partial(loop.predrnn.rollout, model, horizon=4))(
+    by_hand = jax.jit(functools.partial(recurrent_model.rollout, model, horizon=4))(
         rnn.variables, np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1), (0, 0)), mode="edge"))
     by_hand = np.asarray(by_hand)[:, :, 1:14, :11]
     np.testing.assert_allclose(out[:, :4], by_hand, atol=1e-5)
@@ -243,30 +244,30 @@ def bundle_config(name="simvp_tau_tiny"):
 
 def test_convert_state_dict_round_trip(tmp_path):
     config, state_dict, x, y_eval = bundle_config()
-    run = predict.convert_openstl(state_dict, config, tmp_path / "run")
+    run = convert.convert_openstl(state_dict, config, tmp_path / "run")
     assert json.loads((run / "config.json").read_text())["model"]["name"] == "tau"
     predictor = predict.load(run, normalisation={"sub": [0.0, 0.0], "div": [1.0, 1.0]})
     assert predictor.step == 0
     np.testing.assert_allclose(predictor.predict(x, 4), y_eval, atol=1e-4)
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        predict.convert_openstl(state_dict, config, run)
+        convert.convert_openstl(state_dict, config, run)
     other = base_config()
     other.model.update(config.model.to_dict(), hid_S=16)
     with pytest.raises(ValueError, match="does not fit the model config"):
-        predict.convert_openstl(state_dict, other, tmp_path / "other")
+        convert.convert_openstl(state_dict, other, tmp_path / "other")
 
 
 def openstl_state_dict(config, variables):
     """`variables` of a tiny SimVP model under OpenSTL key names and layouts (numpy arrays)."""
     from flax import traverse_util
-    from tau_jax import convert
+    from tau_jax.models import openstl_names, simvp
     state_dict = {}
     for path, leaf in traverse_util.flatten_dict(variables).items():
-        key, _ = convert.simvp_key(path[0], path[1:], leaf.shape, config.model)
+        key, _ = simvp.openstl_key(path[0], path[1:], leaf.shape, config.model)
         to_torch = {4: (3, 2, 0, 1), 2: (1, 0)}.get(leaf.ndim)
         value = leaf if to_torch is None else np.transpose(leaf, to_torch)
         if key.startswith("dec.dec.") and ".conv.conv.0." in key:  # PixelShuffle channel order
-            value = value[np.argsort(np.asarray(convert.pixel_shuffle_order()(
+            value = value[np.argsort(np.asarray(openstl_names.pixel_shuffle_order()(
                 np.arange(value.shape[0]))))]
         state_dict["model." + key] = np.array(value)
     return state_dict
@@ -292,7 +293,7 @@ def test_convert_cli_from_pth_then_eval(dataset, tmp_path):
     np.testing.assert_allclose(
         predictor.predict(np.load(dataset[0])[:2, :4], 4),
         predictor.model.apply(variables, np.load(dataset[0])[:2, :4], train=False), atol=1e-5)
-    assert np.isfinite(loop.evaluate(run)["mse"])
+    assert np.isfinite(train.evaluate(run)["mse"])
 
 
 def test_train_fine_tunes_a_converted_workdir(dataset, tmp_path, caplog):
@@ -301,7 +302,7 @@ def test_train_fine_tunes_a_converted_workdir(dataset, tmp_path, caplog):
     config = tiny_config(dataset, max_steps=2)
     variables = jax.tree_util.tree_map(np.asarray, loop.models.init(config.model,
                                                                     jax.random.key(3)))
-    run = predict.convert_openstl(openstl_state_dict(config, variables), config, tmp_path / "run")
+    run = convert.convert_openstl(openstl_state_dict(config, variables), config, tmp_path / "run")
     caplog.set_level(logging.INFO)
     metrics = loop.train_and_evaluate(config, run)
     assert "no data-iterator state" in caplog.text and "starts fresh" in caplog.text
@@ -324,7 +325,7 @@ def test_train_on_a_workdir_it_cannot_restore_is_an_error(dataset, tmp_path):
     config = tiny_config(dataset, max_steps=1)
     variables = jax.tree_util.tree_map(np.asarray, loop.models.init(config.model,
                                                                     jax.random.key(3)))
-    run = predict.convert_openstl(openstl_state_dict(config, variables), config, tmp_path / "run")
+    run = convert.convert_openstl(openstl_state_dict(config, variables), config, tmp_path / "run")
     saved = (run / "config.json").read_text()
     config.optim.ema_decay = 0.999
     with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints \(steps \[0\]\).*"

@@ -12,7 +12,10 @@ from flax import linen as nn
 from conftest import DATA, load_bundle
 from tau_jax import config, models
 from tau_jax.convert import from_openstl
-from tau_jax.models import predrnn as pr
+from tau_jax.models import recurrent
+from tau_jax.models.recurrent import cells, sampling
+from tau_jax.models.recurrent import patches as rpatches
+from tau_jax.models.recurrent import model as rmodel
 
 NAMES = {"PredRNN": "predrnn", "PredRNNv2": "predrnnv2", "ConvLSTM": "convlstm"}
 BUNDLE_MODELS = {"PredRNN_Model": "predrnn", "PredRNNv2_Model": "predrnnv2",
@@ -24,7 +27,7 @@ DATASETS = {"mmnist": ((10, 64, 64, 1), 10, 4), "taxibj": ((4, 32, 32, 2), 4, 2)
 
 def make_cfg(name, in_shape=(3, 8, 8, 1), out_frames=3, num_hidden=(4, 4), patch_size=2,
              filter_size=3, dtype="float32", **overrides):
-    cfg = config.recurrent_model_config(name)
+    cfg = config.default_model_config(name)
     cfg.in_shape, cfg.out_frames, cfg.num_hidden = tuple(in_shape), out_frames, tuple(num_hidden)
     cfg.patch_size, cfg.filter_size = patch_size, filter_size
     cfg.dtype = cfg.param_dtype = dtype
@@ -70,19 +73,34 @@ def bundle_case(bundle, dtype="float64"):
 def test_param_counts_match_openstl(dataset, model):
     reference = json.loads((DATA / "param_flops.json").read_text())[f"{dataset}/{model}"]["params"]
     in_shape, out_frames, p = DATASETS[dataset]
-    cfg = config.recurrent_model_config(NAMES[model])
+    cfg = config.default_model_config(NAMES[model])
     cfg.in_shape, cfg.out_frames, cfg.patch_size = in_shape, out_frames, p
     assert param_count(cfg) == reference
+
+
+def param_count_formula(in_channels: int, num_hidden, filter_size: int, out_channels: int,
+                        adapter: bool = False) -> int:
+    """Closed form of the ST-LSTM stack size without layer norm: per layer conv_x 7n, conv_h 4n,
+    conv_m 3n, conv_o n (from 2n) at k x k, conv_last 1x1 2n -> n; readout n_last -> C;
+    PredRNN-V2's 1x1 adapter n0 -> n0."""
+    total, k2 = 0, filter_size * filter_size
+    for layer, n in enumerate(num_hidden):
+        cin = in_channels if layer == 0 else num_hidden[layer - 1]
+        total += k2 * (7 * n * cin + 4 * n * n + 3 * n * n + n * 2 * n) + 2 * n * n
+    total += num_hidden[-1] * out_channels
+    if adapter:
+        total += num_hidden[0] ** 2
+    return total
 
 
 def test_param_counts_mmnist_headline_and_closed_form():
     counts = {}
     for name in ("predrnn", "predrnnv2", "convlstm"):
-        counts[name] = param_count(config.recurrent_model_config(name))
+        counts[name] = param_count(config.default_model_config(name))
     assert counts == {"predrnn": 23_838_720, "predrnnv2": 23_855_104, "convlstm": 15_083_520}
-    assert pr.param_count_formula(16, (128,) * 4, 5, 16) == 23_838_720
-    assert pr.param_count_formula(16, (128,) * 4, 5, 16, adapter=True) == 23_855_104
-    wide = config.recurrent_model_config("convlstm")
+    assert param_count_formula(16, (128,) * 4, 5, 16) == 23_838_720
+    assert param_count_formula(16, (128,) * 4, 5, 16, adapter=True) == 23_855_104
+    wide = config.default_model_config("convlstm")
     wide.num_hidden = (192,) * 4  # ConvLSTM-L
     assert param_count(wide) == 33_782_784
 
@@ -97,17 +115,17 @@ def test_bundle_reproduces_openstl_float64(bundle, n_params, x64):
     cfg, arrays, state_dict, frames, mask = bundle_case(bundle)
     variables = from_openstl(cfg, state_dict)
     assert models.count_params(variables["params"]) == n_params
-    assert np.array_equal(np.asarray(pr.reshape_patch(jnp.asarray(frames), 4)), arrays["patches"])
+    assert np.array_equal(np.asarray(rpatches.reshape_patch(jnp.asarray(frames), 4)), arrays["patches"])
 
     next_frames, aux = models.build(cfg).apply(variables, jnp.asarray(frames),
                                                mask=jnp.asarray(mask), train=True)
     assert next_frames.shape == (2, 7, 16, 16, 1) and next_frames.dtype == jnp.float64
     ref = arrays["next_frames"]
-    got = np.asarray(pr.reshape_patch(next_frames, 4))
+    got = np.asarray(rpatches.reshape_patch(next_frames, 4))
     rel = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
     assert rel < 1e-6, rel  # measured ~6e-16
 
-    loss = float(pr.recurrent_loss(next_frames, jnp.asarray(frames), aux, cfg.decouple_beta))
+    loss = float(recurrent.recurrent_loss(next_frames, jnp.asarray(frames), aux, cfg.decouple_beta))
     assert abs(loss - float(arrays["loss"])) <= 1e-6 * abs(float(arrays["loss"])), loss
     if cfg.name == "predrnnv2":
         assert abs(float(aux["decouple_loss"]) - 0.2834720499668114) < 1e-6 * 0.2834720499668114
@@ -119,9 +137,9 @@ def test_bundle_float32_close():
     cfg, arrays, state_dict, frames, mask = bundle_case("predrnnv2_tiny", dtype="float32")
     variables = from_openstl(cfg, state_dict)
     next_frames, aux = models.build(cfg).apply(variables, frames.astype(np.float32), mask=mask)
-    got = np.asarray(pr.reshape_patch(next_frames, 4))
+    got = np.asarray(rpatches.reshape_patch(next_frames, 4))
     np.testing.assert_allclose(got, arrays["next_frames"], atol=1e-5)
-    loss = pr.recurrent_loss(next_frames, jnp.asarray(frames, jnp.float32), aux, 0.1)
+    loss = recurrent.recurrent_loss(next_frames, jnp.asarray(frames, jnp.float32), aux, 0.1)
     assert abs(float(loss) - float(arrays["loss"])) < 1e-5
 
 
@@ -211,13 +229,13 @@ def test_inference_masks_and_inputs_only(tiny_models):
     rng = np.random.default_rng(2)
     frames = jnp.asarray(rng.uniform(size=(2, 6, 8, 8, 1)), jnp.float32)
     ss_out, _ = model.apply(variables, frames, mask=jnp.zeros((2, 2)))
-    rss_out, _ = rss.apply(variables, frames, mask=pr.inference_mask(2, 3, 3, reverse=True))
+    rss_out, _ = rss.apply(variables, frames, mask=sampling.inference_mask(2, 3, 3, reverse=True))
     default_out, _ = rss.apply(variables, frames)
     inputs_only, _ = model.apply(variables, frames[:, :3])
     np.testing.assert_allclose(rss_out, ss_out, rtol=0, atol=1e-7)
     np.testing.assert_array_equal(default_out, rss_out)
     np.testing.assert_array_equal(inputs_only, ss_out)
-    np.testing.assert_array_equal(np.asarray(pr.inference_mask(2, 3, 3, True)), [[1, 1, 0, 0]] * 2)
+    np.testing.assert_array_equal(np.asarray(sampling.inference_mask(2, 3, 3, True)), [[1, 1, 0, 0]] * 2)
     # standard sampling: the input-phase predictions do not depend on the mask
     teacher, _ = model.apply(variables, frames, mask=jnp.ones((2, 2)))
     np.testing.assert_array_equal(teacher[:, :3], ss_out[:, :3])
@@ -233,7 +251,7 @@ def test_gradients_finite_and_unused_convlstm_params(tiny_models):
 
         def loss_fn(params):
             out, aux = model.apply({"params": params}, frames, mask=jnp.ones((2, 2)), train=True)
-            return pr.recurrent_loss(out, frames + 0.5, aux, 0.1)
+            return recurrent.recurrent_loss(out, frames + 0.5, aux, 0.1)
 
         grads = jax.jit(jax.grad(loss_fn))(variables["params"])
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
@@ -254,7 +272,7 @@ def test_remat_changes_memory_not_values(tiny_models):
 
         def loss_fn(params):
             out, aux = model.apply({"params": params}, frames, mask=jnp.ones((2, 2)), train=True)
-            return pr.recurrent_loss(out, frames, aux, 0.1)
+            return recurrent.recurrent_loss(out, frames, aux, 0.1)
 
         return jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
 
@@ -277,15 +295,15 @@ def test_cells_use_the_explicit_gradient_convolution_on_cpu(tiny_models):
 def test_decouple_term_properties():
     rng = np.random.default_rng(3)
     a = jnp.asarray(rng.normal(size=(2, 4, 4, 3)))
-    assert abs(float(pr.decouple_term(a, 2.5 * a)) - 1.0) < 1e-6
-    assert abs(float(pr.decouple_term(a, -a)) - 1.0) < 1e-6
+    assert abs(float(cells.decouple_term(a, 2.5 * a)) - 1.0) < 1e-6
+    assert abs(float(cells.decouple_term(a, -a)) - 1.0) < 1e-6
     b = jnp.asarray(rng.normal(size=(2, 4, 4, 3)))
-    value = float(pr.decouple_term(a, b))
+    value = float(cells.decouple_term(a, b))
     assert 0.0 <= value <= 1.0
-    assert abs(float(pr.decouple_term(3.0 * a, 0.5 * b)) - value) < 1e-6
+    assert abs(float(cells.decouple_term(3.0 * a, 0.5 * b)) - value) < 1e-6
     checker = jnp.asarray(np.indices((4, 4)).sum(0) % 2 * 2.0 - 1.0)[None, :, :, None]
     ones = jnp.ones((1, 4, 4, 1))
-    assert abs(float(pr.decouple_term(ones, checker))) < 1e-7  # orthogonal spatial maps
+    assert abs(float(cells.decouple_term(ones, checker))) < 1e-7  # orthogonal spatial maps
 
 
 def test_bfloat16_compute():
@@ -303,11 +321,11 @@ def test_bfloat16_compute():
 def test_reshape_patch_order_and_roundtrip():
     p, c = 2, 3
     x = jnp.arange(2 * 1 * 4 * 6 * c, dtype=jnp.float32).reshape(2, 1, 4, 6, c)
-    patches = pr.reshape_patch(x, p)
+    patches = rpatches.reshape_patch(x, p)
     assert patches.shape == (2, 1, 2, 3, p * p * c)
     for r, col, pr_, pc, ch in [(0, 0, 0, 0, 0), (1, 2, 1, 0, 2), (1, 1, 0, 1, 1), (0, 2, 1, 1, 2)]:
         assert patches[1, 0, r, col, (pr_ * p + pc) * c + ch] == x[1, 0, r * p + pr_, col * p + pc, ch]
-    np.testing.assert_array_equal(pr.reshape_patch_back(patches, p), x)
+    np.testing.assert_array_equal(rpatches.reshape_patch_back(patches, p), x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,33 +333,33 @@ def test_reshape_patch_order_and_roundtrip():
 # ----------------------------------------------------------------------------------------------
 
 def test_standard_schedule_values():
-    assert pr.ss_eta(0) == pytest.approx(0.99998, abs=1e-12)
-    assert pr.ss_eta(24_999) == pytest.approx(0.5, abs=1e-12)
-    assert pr.ss_eta(49_999) == pytest.approx(0.0, abs=1e-12)
-    assert pr.ss_eta(50_000) == 0.0 and pr.ss_eta(10 ** 6) == 0.0
-    assert pr.ss_eta(10, scheduled_sampling=False) == 0.0
-    values = [float(pr.ss_eta(i)) for i in range(0, 60_000, 1000)]
+    assert sampling.ss_eta(0) == pytest.approx(0.99998, abs=1e-12)
+    assert sampling.ss_eta(24_999) == pytest.approx(0.5, abs=1e-12)
+    assert sampling.ss_eta(49_999) == pytest.approx(0.0, abs=1e-12)
+    assert sampling.ss_eta(50_000) == 0.0 and sampling.ss_eta(10 ** 6) == 0.0
+    assert sampling.ss_eta(10, scheduled_sampling=False) == 0.0
+    values = [float(sampling.ss_eta(i)) for i in range(0, 60_000, 1000)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     # the same numbers inside jit (float32)
-    assert float(jax.jit(pr.ss_eta)(jnp.asarray(24_999))) == pytest.approx(0.5, abs=1e-6)
+    assert float(jax.jit(sampling.ss_eta)(jnp.asarray(24_999))) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_reverse_schedule_values():
-    r, e = pr.rss_eta(30_000)
+    r, e = sampling.rss_eta(30_000)
     assert r == pytest.approx(1 - 0.5 * np.exp(-1), abs=1e-12) and r == pytest.approx(0.816060, abs=1e-6)
     assert e == pytest.approx(0.4, abs=1e-12)
-    assert pr.rss_eta(10_000) == (0.5, 0.5)
-    assert pr.rss_eta(25_000) == pytest.approx((0.5, 0.5), abs=1e-12)  # continuous at step 1
-    assert pr.rss_eta(50_000) == (1.0, 0.0) and pr.rss_eta(80_000) == (1.0, 0.0)
-    r_j, e_j = jax.jit(pr.rss_eta)(jnp.asarray(30_000))
+    assert sampling.rss_eta(10_000) == (0.5, 0.5)
+    assert sampling.rss_eta(25_000) == pytest.approx((0.5, 0.5), abs=1e-12)  # continuous at step 1
+    assert sampling.rss_eta(50_000) == (1.0, 0.0) and sampling.rss_eta(80_000) == (1.0, 0.0)
+    r_j, e_j = jax.jit(sampling.rss_eta)(jnp.asarray(30_000))
     assert float(r_j) == pytest.approx(0.816060, abs=1e-6) and float(e_j) == pytest.approx(0.4, abs=1e-6)
-    rs, es = zip(*[pr.rss_eta(i) for i in range(0, 60_000, 500)])
+    rs, es = zip(*[sampling.rss_eta(i) for i in range(0, 60_000, 500)])
     assert all(a <= b for a, b in zip(rs, rs[1:])) and all(a >= b for a, b in zip(es, es[1:]))
 
 
 def test_sample_mask():
     key = jax.random.key(0)
-    draw = jax.jit(pr.sample_mask, static_argnums=(2, 3, 4, 5))
+    draw = jax.jit(sampling.sample_mask, static_argnums=(2, 3, 4, 5))
     m = draw(key, 24_999, 4000, 10, 10, False)
     assert m.shape == (4000, 9) and set(np.unique(np.asarray(m))) <= {0.0, 1.0}
     assert abs(float(m.mean()) - 0.5) < 0.02
@@ -352,9 +370,9 @@ def test_sample_mask():
     assert r.shape == (4000, 18)
     assert abs(float(r[:, :9].mean()) - 0.816060) < 0.02 and abs(float(r[:, 9:].mean()) - 0.4) < 0.02
     r = draw(key, 50_000, 4000, 10, 10, True)  # r_eta = 1 on the 9 input positions, eta = 0 after
-    np.testing.assert_array_equal(r, pr.inference_mask(4000, 10, 10, True))
-    cfg = config.recurrent_model_config("predrnnv2")
-    np.testing.assert_array_equal(pr.mask_from_config(cfg, key, 30_000, 4000),
+    np.testing.assert_array_equal(r, sampling.inference_mask(4000, 10, 10, True))
+    cfg = config.default_model_config("predrnnv2")
+    np.testing.assert_array_equal(sampling.mask_from_config(cfg, key, 30_000, 4000),
                                   draw(key, 30_000, 4000, 10, 10, True))
 
 
@@ -393,7 +411,7 @@ def test_config_errors(overrides, match):
 
 def test_config_variants_accepted():
     assert isinstance(models.build(make_cfg("convlstm", num_hidden=(4, 8))), nn.Module)
-    assert pr.parse_num_hidden("4,4") == (4, 4)  # OpenSTL's string form
+    assert recurrent.parse_num_hidden("4,4") == (4, 4)  # OpenSTL's string form
     cfg = make_cfg("predrnn")
     del cfg["decouple_beta"]
     with pytest.raises(ValueError, match="decouple_beta"):
@@ -462,9 +480,9 @@ def test_rollout_horizons(tiny_models):
     model, variables = tiny_models["predrnn"]  # T = T' = 3
     x = _inputs(3)
     own = np.asarray(model.apply(variables, x)[0][:, -3:])
-    np.testing.assert_array_equal(np.asarray(pr.rollout(model, variables, x, 3)), own)
-    np.testing.assert_array_equal(np.asarray(pr.rollout(model, variables, x, 2)), own[:, :2])
-    long = np.asarray(pr.rollout(model, variables, x, 8))  # 3 passes, the last one truncated
+    np.testing.assert_array_equal(np.asarray(rmodel.rollout(model, variables, x, 3)), own)
+    np.testing.assert_array_equal(np.asarray(rmodel.rollout(model, variables, x, 2)), own[:, :2])
+    long = np.asarray(rmodel.rollout(model, variables, x, 8))  # 3 passes, the last one truncated
     assert long.shape == (2, 8, 8, 8, 1) and np.all(np.isfinite(long))
     np.testing.assert_array_equal(long[:, :3], own)
     # pass 2 is the model's own prediction from its pass-1 frames, pass 3 from pass 2's
@@ -474,20 +492,20 @@ def test_rollout_horizons(tiny_models):
     np.testing.assert_allclose(long[:, 6:], third[:, :2], rtol=0, atol=1e-6)
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="horizon must be a positive int"):
-            pr.rollout(model, variables, x, bad)
+            rmodel.rollout(model, variables, x, bad)
     with pytest.raises(ValueError, match="inputs must be"):
-        pr.rollout(model, variables, jnp.zeros((2, 6, 8, 8, 1)), 3)
+        rmodel.rollout(model, variables, jnp.zeros((2, 6, 8, 8, 1)), 3)
 
 
 def test_rollout_window_and_causality(short_model):
     model, variables = short_model  # T = 3, T' = 2
     x = _inputs(4)
-    roll = jax.jit(lambda v, inp: pr.rollout(model, v, inp, 7))
+    roll = jax.jit(lambda v, inp: rmodel.rollout(model, v, inp, 7))
     base = np.asarray(roll(variables, x))
     assert base.shape == (2, 7, 8, 8, 1)
     # same frames whatever the horizon (jitted or not)
     for h in (1, 3, 5):
-        np.testing.assert_allclose(np.asarray(pr.rollout(model, variables, x, h)), base[:, :h],
+        np.testing.assert_allclose(np.asarray(rmodel.rollout(model, variables, x, h)), base[:, :h],
                                    rtol=0, atol=1e-6)
     # pass 2's window is the last T frames known: input frame 2 and the two pass-1 predictions
     window = jnp.concatenate([x[:, 2:], jnp.asarray(base[:, :2])], axis=1)

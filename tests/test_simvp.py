@@ -12,7 +12,7 @@ from flax import linen as nn
 
 from conftest import DATA, load_bundle
 from tau_jax import models
-from tau_jax.config import load_config_file, model_config
+from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
 from tau_jax.models.layers import (conv_plain_grads, depthwise_conv_lax, depthwise_conv_taps,
                                    drop_path_rates)
@@ -40,7 +40,7 @@ def test_param_count_equals_openstl(path):
                                         (128, 337_664)])
 def test_tau_block_param_closed_form(d, expected):
     # spec 9.2: a TAU block of width d has 3d^2 + 2dR + 11R + 2dh + 86d parameters
-    cfg = model_config()
+    cfg = default_model_config("tau")
     cfg.update(in_shape=(1, 8, 8, d // 2), hid_S=d // 2, hid_T=d, N_S=2, N_T=2)
     block = shapes_of(cfg)["params"]["translator"]["enc_1"]["block"]
     r, h = 8 * d, se_hidden(d)
@@ -66,7 +66,7 @@ def test_drop_path_schedules():
 def bundle_model(name, **overrides):
     meta, arrays, state_dict = load_bundle(name)
     t, c, h, w = meta["in_shape"]
-    cfg = model_config()
+    cfg = default_model_config("tau")
     cfg.update(name=meta["model_type"].lower(), in_shape=(t, h, w, c), out_frames=t,
                hid_S=meta["hid_S"], hid_T=meta["hid_T"], N_S=meta["N_S"], N_T=meta["N_T"],
                drop_path_schedule="linear", **overrides)  # bundles ran with DropPath off
@@ -142,7 +142,7 @@ def apply_jit(model, **kwargs):
 
 
 def tiny_cfg(**overrides):
-    cfg = model_config()
+    cfg = default_model_config("tau")
     cfg.update(in_shape=(3, 16, 16, 1), out_frames=3, hid_S=8, hid_T=16, N_S=2, N_T=2)
     cfg.update(overrides)
     return cfg

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run_two_processes
-from tau_jax import data
+from tau_jax import data, train
 from tau_jax.config import base_config
 from tau_jax.data.pipeline import train_batches
 from tau_jax.metrics import evaluate as evaluate_metrics
@@ -116,7 +116,7 @@ def test_train_writes_checkpoints_tensorboard_and_samples(finished_run):
     assert metrics["copy_last_mse"] == pytest.approx(copy_last["mse"], rel=1e-6)
     assert metrics["copy_last_ssim"] == pytest.approx(copy_last["ssim"], rel=1e-6)
     # `evaluate` on the workdir reproduces the final metrics from the checkpoint.
-    again = loop.evaluate(run, checkpoint="latest")
+    again = train.evaluate(run, checkpoint="latest")
     assert again["step"] == 4 and again["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
 
 
@@ -158,7 +158,7 @@ def test_start_block_log_parameters_normalisation_and_tensorboard(finished_run):
 def test_eval_saves_predictions_that_vis_draws(finished_run):
     from tau_jax import predict
     config, run, _ = finished_run
-    metrics = loop.evaluate(run, checkpoint=4, save_predictions=True)
+    metrics = train.evaluate(run, checkpoint=4, save_predictions=True)
     folder = run / "predictions" / "4"
     assert metrics["predictions"] == str(folder)
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["4"]  # no temporary left
@@ -185,15 +185,15 @@ def test_eval_saves_predictions_that_vis_draws(finished_run):
 
 def test_eval_picks_the_best_latest_or_a_given_checkpoint(finished_run):
     _, run, metrics = finished_run
-    at_2 = loop.evaluate(run, checkpoint=2)
+    at_2 = train.evaluate(run, checkpoint=2)
     assert at_2["step"] == 2
-    best = loop.evaluate(run)  # OpenSTL tests its best checkpoint: the default
+    best = train.evaluate(run)  # OpenSTL tests its best checkpoint: the default
     assert best["step"] == (2 if at_2["mse"] < metrics["mse"] else 4)
     assert best["mse"] == pytest.approx(min(at_2["mse"], metrics["mse"]), rel=1e-6)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint 3 .* it has steps \[2, 4\]"):
-        loop.evaluate(run, checkpoint=3)
+        train.evaluate(run, checkpoint=3)
     with pytest.raises(ValueError, match="--checkpoint must be best, latest or a step number"):
-        loop.evaluate(run, checkpoint="newest")
+        train.evaluate(run, checkpoint="newest")
 
 
 def three_steps(config, mesh):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from test_train import make_dataset
-from tau_jax.config import attention_base_config, recurrent_base_config
+from tau_jax import train
+from tau_jax.config import base_config
 from tau_jax.train import loop
 
 
@@ -22,11 +23,11 @@ def dataset(tmp_path_factory):
 def tiny_family_config(name, dataset):
     clips, data_dir = dataset
     if name == "predrnn":
-        config = recurrent_base_config("predrnn")
+        config = base_config("predrnn")
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, num_hidden=(8, 8),
                             patch_size=4, filter_size=3)
     else:  # 16x16 frames, N_S 2 -> 8x8 latent maps; windows of 4 tile them
-        config = attention_base_config(name)
+        config = base_config(name)
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, hid_S=8, hid_T=16, N_S=2,
                             N_T=2, num_heads=2, window_size=4)
     config.data.update(name="custom", custom_path=str(clips), custom_layout="NTHWC",
@@ -51,4 +52,4 @@ def test_two_steps_evaluate_and_checkpoint(name, dataset, tmp_path):
     saved = json.loads((run / "config.json").read_text())["model"]
     assert saved["name"] == name
     # the checkpoint restores and reproduces the final metrics
-    assert loop.evaluate(run)["mse"] == pytest.approx(metrics["mse"], rel=1e-6)
+    assert train.evaluate(run)["mse"] == pytest.approx(metrics["mse"], rel=1e-6)

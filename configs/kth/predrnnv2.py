@@ -6,11 +6,11 @@ Loss: MSE over all T+T'-1 one-step predictions + beta * decoupling (config.loss 
 1 GPU x batch 16 (docs), 100 epochs, Adam + OneCycle; lr 1e-3.
 """
 
-from tau_jax.config import recurrent_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = recurrent_base_config("predrnnv2")
+    config = base_config("predrnnv2")
     config.model.update(in_shape=(10, 128, 128, 1), out_frames=20, num_hidden=(128, 128, 128, 128),
                         filter_size=5, stride=1, patch_size=2, layer_norm=0,
                         reverse_scheduled_sampling=1, decouple_beta=0.01, scheduled_sampling=1,

@@ -6,11 +6,11 @@ Loss: MSE over all T+T'-1 one-step predictions (config.loss is not used).
 batch 16, 200 epochs (the OpenSTL docs also report 2000), Adam + OneCycle; lr 5e-4.
 """
 
-from tau_jax.config import recurrent_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = recurrent_base_config("convlstm")
+    config = base_config("convlstm")
     config.model.update(in_shape=(10, 64, 64, 1), out_frames=10, num_hidden=(128, 128, 128, 128),
                         filter_size=5, stride=1, patch_size=4, layer_norm=0,
                         reverse_scheduled_sampling=0, scheduled_sampling=1,

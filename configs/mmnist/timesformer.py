@@ -6,11 +6,11 @@ on 16x16 tokens per frame, width hid_T, depth N_T. Loss (MSE + 0.1 DDR), optimis
 are OpenSTL's Moving MNIST TAU settings (Adam 1e-3, OneCycle, 200 epochs, batch 16).
 """
 
-from tau_jax.config import attention_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = attention_base_config("timesformer")
+    config = base_config("timesformer")
     config.model.update(in_shape=(10, 64, 64, 1), out_frames=10, hid_S=64, hid_T=256, N_S=4,
                         N_T=8, mlp_ratio=4.0, drop_path=0.0, num_heads=8, latent_patch=1,
                         attention_mode="divided")

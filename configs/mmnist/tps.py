@@ -7,11 +7,11 @@ optimiser and schedule are OpenSTL's Moving MNIST TAU settings (Adam 1e-3, OneCy
 batch 16).
 """
 
-from tau_jax.config import attention_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = attention_base_config("tps")
+    config = base_config("tps")
     config.model.update(in_shape=(10, 64, 64, 1), out_frames=10, hid_S=64, hid_T=256, N_S=4,
                         N_T=8, mlp_ratio=4.0, drop_path=0.0, num_heads=8, latent_patch=1,
                         window_size=8, shift_ratio=1.0, channel_shift_ratio=0.125,

@@ -6,11 +6,11 @@ Loss: MSE over all T+T'-1 one-step predictions (config.loss is not used).
 batch 16, 50 epochs, Adam + cosine with 5 warm-up epochs; lr 5e-4.
 """
 
-from tau_jax.config import recurrent_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = recurrent_base_config("convlstm")
+    config = base_config("convlstm")
     config.model.update(in_shape=(4, 32, 32, 2), out_frames=4, num_hidden=(128, 128, 128, 128),
                         filter_size=5, stride=1, patch_size=2, layer_norm=0,
                         reverse_scheduled_sampling=0, scheduled_sampling=1,

@@ -7,11 +7,11 @@ OpenSTL's TaxiBJ TAU settings (Adam 5e-4, cosine with 5 warm-up epochs, 50 epoch
 drop_path 0.1).
 """
 
-from tau_jax.config import attention_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = attention_base_config("timesformer")
+    config = base_config("timesformer")
     config.model.update(in_shape=(4, 32, 32, 2), out_frames=4, hid_S=32, hid_T=256, N_S=2,
                         N_T=8, mlp_ratio=4.0, drop_path=0.1, num_heads=8, latent_patch=1,
                         attention_mode="divided")

@@ -8,11 +8,11 @@ OpenSTL's TaxiBJ TAU settings (Adam 5e-4, cosine with 5 warm-up epochs, 50 epoch
 drop_path 0.1).
 """
 
-from tau_jax.config import attention_base_config
+from tau_jax.config import base_config
 
 
 def get_config():
-    config = attention_base_config("tps")
+    config = base_config("tps")
     config.model.update(in_shape=(4, 32, 32, 2), out_frames=4, hid_S=32, hid_T=256, N_S=2,
                         N_T=8, mlp_ratio=4.0, drop_path=0.1, num_heads=8, latent_patch=1,
                         window_size=8, shift_ratio=1.0, channel_shift_ratio=0.125,

@@ -3,14 +3,16 @@ input pipeline reads.
 
     source = tau_jax.data.get_source(config.data, "train")
     len(source); x = source[i]          # float32 (T+T', H, W, C), normalised
-    source.in_frames, source.out_frames, source.mean, source.std, source.name
+    source.in_frames, source.out_frames, source.sub, source.div, source.mean, source.std
 
 `get_source` prepares the dataset into `config.data.data_dir` the first time (tfds
 `download_and_prepare(file_format='array_record')`), then reads it back with
 `as_data_source()`; `prepare(config.data)` does the preparing ahead of time.
 
 Datasets (`config.data.name`): `moving_mnist` (alias `mmnist`), `taxibj`, `kth` (`kth20`,
-`kth40`), `weatherbench` (alias `weather`), `custom`.
+`kth40`), `weatherbench` (alias `weather`), `custom`. Each one's module subclasses
+`tfds_base.Builder` and has `builder(data_config)`, `prepare(data_config)` and
+`get_source(data_config, split)`.
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ def module(name: str):
 def get_source(data_config, split: str):
     """Random-access source of `split` ('train', 'test', 'val' where the dataset has one):
     `len(source)`, `source[i]` -> float32 `(T+T', H, W, C)` normalised, deterministic in i,
-    picklable; attributes `in_frames`, `out_frames`, `mean`, `std` ((C,) float32; raw = x *
-    std + mean), `name`, `split`, `epoch_size`. Prepares the dataset on first use."""
+    picklable; attributes `in_frames`, `out_frames`, `name`, `split`, `epoch_size`, and the
+    normalisation as float32 `(C,)` arrays: `sub`, `div` (x = (stored - sub) / div) and
+    `mean`, `std` (x * std + mean is on the scale metrics use); see
+    `tau_jax.data.sources.Source`. `data_config` is a whole `base_config().data` (or the
+    experiment config). Prepares the dataset on first use."""
     data_config = _data_section(data_config)
     with _preparing(data_config):
         return module(data_config.name).get_source(data_config, split)
@@ -75,7 +80,3 @@ def _preparing(data_config):
         raise OSError(e.errno, f"cannot prepare dataset {data_config.name!r} in data.data_dir "
                       f"{where} ({e.strerror} at {e.filename}); choose a data.data_dir you can "
                       "write to, or prepare it there once with `tau-jax data prepare`") from None
-
-
-def manual_download_instructions(name: str) -> str:
-    return module(name).MANUAL_DOWNLOAD_INSTRUCTIONS

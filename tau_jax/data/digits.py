@@ -2,8 +2,8 @@
 
 Sources, in the order `'auto'` tries them:
 
-* `idx`     - MNIST's own files in the manual dir, as OpenSTL's `download_mmnist.sh` leaves
-              them: `train-images-idx3-ubyte.gz` (60,000 training digits) and optionally
+* `idx`     - MNIST's own files in the manual dir, as OpenSTL's Moving MNIST download script
+              leaves them: `train-images-idx3-ubyte.gz` (60,000 training digits) and optionally
               `t10k-images-idx3-ubyte.gz` (10,000 test digits).
 * `tfds`    - the tfds `mnist` dataset when it is already prepared (array_record format) in
               the data dir; it is never downloaded from here.
@@ -67,7 +67,7 @@ def _tfds_mnist(data_dir: pathlib.Path):
     import tensorflow_datasets as tfds
     try:
         builder = tfds.builder("mnist", data_dir=str(data_dir))
-    except Exception:  # not registered / broken install: just not available
+    except Exception:  # noqa: BLE001 - not registered / broken install: not available
         return None
     if not builder.is_prepared():
         return None

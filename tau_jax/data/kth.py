@@ -1,4 +1,4 @@
-"""KTH human actions (reference spec 5.3), as OpenSTL loads it.
+"""KTH human actions, as OpenSTL loads it.
 
 Input: the JPEG frame folders `<action>/<personXX_action_dY_uncomp>/image_XXXX.jpg` of the six
 actions. Persons 01-16 are the train split, 17-25 the test split (no validation split: OpenSTL
@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
+from typing import ClassVar
 
 import numpy as np
 
-from tau_jax.data import base
+from tau_jax.data import base, sources, tfds_base
 
 NAME = "kth"
 ACTIONS = ("boxing", "handclapping", "handwaving", "walking", "jogging", "running")
@@ -134,58 +135,33 @@ def read_frame(path: pathlib.Path) -> np.ndarray:
     return base.resize_bilinear(image[:, :, :1], (SIZE, SIZE))
 
 
-def builder_class():
-    global _Builder
-    if _Builder is not None:
-        return _Builder
-    import tensorflow_datasets as tfds
+class Kth(tfds_base.Builder, skip_registration=True):
+    """KTH frames uint8 (128, 128, 1) with OpenSTL's clip starts in the metadata."""
 
-    @dataclasses.dataclass(eq=False)
-    class KthConfig(tfds.core.BuilderConfig):
-        out_frames: int = 20
+    name = "tau_kth"
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        tfds_base.VERSION: "OpenSTL's KTH loader: person split, clip rule."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    class Kth(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """KTH frames uint8 (128, 128, 1) with OpenSTL's clip starts in the metadata."""
+    def feature_spec(self):
+        return (SIZE, SIZE, 1), np.uint8
 
-        name = "tau_kth"
-        VERSION = tfds.core.Version(base.VERSION)
-        RELEASE_NOTES = {base.VERSION: "OpenSTL's KTH loader: person split, clip rule."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-        BUILDER_CONFIGS = [KthConfig(name=k, description=f"10 -> {v} frames", out_frames=v)
-                           for k, v in VARIANTS.items()]
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__,
-                features=tfds.features.FeaturesDict(
-                    {"frame": base.frames_feature((SIZE, SIZE, 1), np.uint8)}),
-                disable_shuffling=True, metadata=tfds.core.MetadataDict())
-
-        def _split_generators(self, dl_manager):
-            root = find_root(pathlib.Path(dl_manager.manual_dir))
-            length = IN_FRAMES + self.builder_config.out_frames
-            plans = {"train": plan_split(root, TRAIN_PERSONS, length, "train"),
-                     "test": plan_split(root, TEST_PERSONS, length, "test")}
-            self.info.metadata.update({
-                "in_frames": IN_FRAMES, "out_frames": self.builder_config.out_frames,
-                "starts": {s: starts for s, (_, starts) in plans.items()},
-                "frames": {s: len(paths) for s, (paths, _) in plans.items()}})
-            return {s: self._generate_examples(paths) for s, (paths, _) in plans.items()}
-
-        def _generate_examples(self, paths):
-            for i, path in enumerate(paths):
-                yield base.ordered_key(i, len(paths)), {"frame": read_frame(path)}
-
-    _Builder = Kth
-    return _Builder
-
-
-_Builder = None
+    def _split_generators(self, dl_manager):
+        root = find_root(pathlib.Path(dl_manager.manual_dir))
+        out_frames = self.params["out_frames"]
+        plans = {"train": plan_split(root, TRAIN_PERSONS, IN_FRAMES + out_frames, "train"),
+                 "test": plan_split(root, TEST_PERSONS, IN_FRAMES + out_frames, "test")}
+        self.info.metadata.update({
+            "in_frames": IN_FRAMES, "out_frames": out_frames,
+            "starts": {s: starts for s, (_, starts) in plans.items()},
+            "frames": {s: len(paths) for s, (paths, _) in plans.items()}})
+        return {s: self._generate_examples(map(read_frame, paths), len(paths))
+                for s, (paths, _) in plans.items()}
 
 
 def variant(data_config) -> str:
     name = str(data_config.name)
-    out = int(data_config.get("out_frames", 0) or 0)
+    out = int(data_config.out_frames or 0)
     if name in VARIANTS:
         if out and out != VARIANTS[name]:
             raise ValueError(f"config.data.name={name!r} predicts {VARIANTS[name]} frames but "
@@ -200,27 +176,23 @@ def variant(data_config) -> str:
     return key
 
 
-def builder(data_config):
-    return builder_class()(data_dir=str(base.data_dir_of(data_config)), config=variant(data_config),
-                           file_format="array_record")
+def builder(data_config) -> Kth:
+    key = variant(data_config)
+    return Kth.for_variant(data_config, key, {"out_frames": VARIANTS[key]})
 
 
-def _prepared(data_config):
+def prepare(data_config) -> Kth:
     b = builder(data_config)
     if not b.is_prepared():
-        root = find_root(base.manual_dir_of(data_config))
-        base.ensure_prepared(b, root)
+        tfds_base.ensure_prepared(b, find_root(base.manual_dir_of(data_config)))
     return b
 
 
-def get_source(data_config, split: str) -> base.Source:
+def get_source(data_config, split: str) -> sources.Source:
     base.check_split(NAME, split, ("train", "test"), "OpenSTL validates KTH on 'test'.")
-    b = _prepared(data_config)
-    md = base.metadata(b)
-    return base.RecordSource(base.open_split(b, split), name=variant(data_config), split=split,
-                             in_frames=md["in_frames"], out_frames=md["out_frames"], channels=1,
-                             sub=0.0, div=255.0, starts=md["starts"][split])
-
-
-def prepare(data_config):
-    return _prepared(data_config)
+    b = prepare(data_config)
+    md = tfds_base.metadata(b)
+    return sources.RecordSource(tfds_base.open_split(b, split), name=b.builder_config.name,
+                                split=split, in_frames=md["in_frames"],
+                                out_frames=md["out_frames"], channels=1, sub=0.0, div=255.0,
+                                starts=md["starts"][split])

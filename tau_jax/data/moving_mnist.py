@@ -1,4 +1,4 @@
-"""Moving MNIST, generated as OpenSTL generates it (reference spec 5.1).
+"""Moving MNIST, generated as OpenSTL generates it.
 
 Each sequence: `num_digits` (2) MNIST digits of 28x28 on a 64x64 black canvas, each moving on
 its own trajectory - start (x, y) ~ U[0, 1)^2, angle ~ U[0, 2pi), per frame a step of 0.1
@@ -18,10 +18,12 @@ i]); its index space covers `mmnist_online_epochs` epochs of `mmnist_train_size`
 from __future__ import annotations
 
 import pathlib
+from typing import ClassVar
 
 import numpy as np
 
-from tau_jax.data import base, digits as digits_lib
+from tau_jax.data import base, sources, tfds_base
+from tau_jax.data import digits as digits_lib
 
 NAME = "moving_mnist"
 SIZE = 64
@@ -36,11 +38,12 @@ Nothing is required: training (and, without the file below, test) sequences are 
 Optional files, in the manual dir or its `moving_mnist/` folder:
 * `{TEST_FILE}`: the standard Moving MNIST test set of Srivastava et al. (uint8 array
   (20, 10000, 64, 64)) from the Moving MNIST page of the University of Toronto's machine
-  learning group (also fetched by OpenSTL's tools/prepare_data/download_mmnist.sh); when it is
-  present it is the test split.
+  learning group (also fetched by OpenSTL's Moving MNIST download script); when it is present
+  it is the test split.
 * `{digits_lib.IDX_TRAIN}` (and `{digits_lib.IDX_TEST}`): MNIST's image files from Yann
   LeCun's MNIST page; when present they are the digits (all 60,000 training digits, as
-  OpenSTL uses). Otherwise a prepared tfds 'mnist' or the 5,000 MNIST digits bundled with tau-jax are used.
+  OpenSTL uses). Otherwise a prepared tfds 'mnist' or the 5,000 MNIST digits bundled with
+  tau-jax are used.
 """
 
 
@@ -101,6 +104,13 @@ def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
 
 
+def sequence_of(s: dict, split: str, index: int, digit_images: np.ndarray) -> np.ndarray:
+    """Sequence `index` of `split` for the parameters `s` of `spec()`: the stored and the
+    online sources give the same ones."""
+    return generate_sequence(sequence_rng(s["seed"], split, index), digit_images,
+                             s["in_frames"] + s["out_frames"], s["num_digits"])
+
+
 # ----------------------------------------------------------------------------------------
 # Config -> what to build
 
@@ -135,16 +145,16 @@ def spec(data_config) -> dict:
     use_file = test_file.is_file()
     if use_file:
         check_test_file(test_file, t_in + t_out)
-    kind = digits_lib.resolve(str(data_config.get("mmnist_digits", "auto")), manual, data_dir)
-    num_digits = int(data_config.get("mmnist_num_digits", 2))
+    kind = digits_lib.resolve(str(data_config.mmnist_digits), manual, data_dir)
+    num_digits = int(data_config.mmnist_num_digits)
     if num_digits < 1:
         raise ValueError(f"config.data.mmnist_num_digits must be >= 1; got {num_digits}.")
-    train_size = int(data_config.get("mmnist_train_size", 10000))
-    test_size = int(data_config.get("mmnist_test_size", 10000))
+    train_size = int(data_config.mmnist_train_size)
+    test_size = int(data_config.mmnist_test_size)
     if train_size < 1 or (test_size < 1 and not use_file):
         raise ValueError("config.data.mmnist_train_size and mmnist_test_size must be >= 1.")
     return {
-        "in_frames": t_in, "out_frames": t_out, "seed": int(data_config.get("mmnist_seed", 0)),
+        "in_frames": t_in, "out_frames": t_out, "seed": int(data_config.mmnist_seed),
         "num_digits": num_digits, "train_size": train_size,
         "test_size": None if use_file else test_size,
         "test_file": str(test_file) if use_file else None, "digits": kind,
@@ -170,127 +180,92 @@ def load_digits(s: dict) -> digits_lib.Digits:
 # tfds builder
 
 
-def builder_class():
-    global _Builder
-    if _Builder is not None:
-        return _Builder
-    import tensorflow_datasets as tfds
+class MovingMnist(tfds_base.Builder, skip_registration=True):
+    """Moving MNIST sequences (T+T', 64, 64, 1) uint8, generated as OpenSTL does."""
 
-    class MovingMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """Moving MNIST sequences (T+T', 64, 64, 1) uint8, generated as OpenSTL does."""
+    name = "tau_moving_mnist"
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        tfds_base.VERSION: "OpenSTL's generator, per-example seeding."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    FEATURE = "frames"
 
-        name = "tau_moving_mnist"
-        VERSION = tfds.core.Version(base.VERSION)
-        RELEASE_NOTES = {base.VERSION: "OpenSTL's generator, per-example seeding."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    def feature_spec(self):
+        p = self.params
+        return (p["in_frames"] + p["out_frames"], SIZE, SIZE, 1), np.uint8
 
-        def _info(self):
-            p = self.builder_config.params
-            n = p["in_frames"] + p["out_frames"]
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description=__doc__,
-                features=tfds.features.FeaturesDict(
-                    {"frames": base.frames_feature((n, SIZE, SIZE, 1), np.uint8)}),
-                disable_shuffling=True,
-                metadata=tfds.core.MetadataDict(),
-            )
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            p = self.builder_config.params
-            self.info.metadata.update(base.json_safe(_identity(p)))
-            digits = load_digits(p)
-            self.info.metadata["digit_counts"] = {
-                "train": len(digits.train), "test": 0 if digits.test is None else len(digits.test)}
-            gens = {"train": self._generate_examples(split="train", digits=digits.train)}
-            if p["test_file"]:
-                gens["test"] = self._file_examples(pathlib.Path(p["test_file"]))
-            else:
-                gens["test"] = self._generate_examples(split="test", digits=digits.test)
-            return gens
-
-        def _generate_examples(self, split, digits):
-            p = self.builder_config.params
-            n = p["in_frames"] + p["out_frames"]
-            size = p["train_size"] if split == "train" else p["test_size"]
-            for i in range(size):
-                rng = sequence_rng(p["seed"], split, i)
-                frames = generate_sequence(rng, digits, n, p["num_digits"])
-                yield base.ordered_key(i, size), {"frames": frames}
-
-        def _file_examples(self, path):
-            arr = np.load(path, mmap_mode="r")
-            for i in range(arr.shape[1]):
-                frames = np.ascontiguousarray(arr[:, i, :, :, None])
-                yield base.ordered_key(i, arr.shape[1]), {"frames": frames}
-
-    _Builder = MovingMnist
-    return _Builder
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        p = self.params
+        self.info.metadata.update(tfds_base.json_safe(_identity(p)))
+        digits = load_digits(p)
+        self.info.metadata["digit_counts"] = {
+            "train": len(digits.train), "test": 0 if digits.test is None else len(digits.test)}
+        gens = {"train": self._generate_examples(
+            (sequence_of(p, "train", i, digits.train) for i in range(p["train_size"])),
+            p["train_size"])}
+        if p["test_file"]:
+            test = np.load(p["test_file"], mmap_mode="r")  # (frames, sequences, 64, 64)
+            n = test.shape[1]
+            gens["test"] = self._generate_examples(
+                (np.ascontiguousarray(test[:, i, :, :, None]) for i in range(n)), n)
+        else:
+            gens["test"] = self._generate_examples(
+                (sequence_of(p, "test", i, digits.test) for i in range(p["test_size"])),
+                p["test_size"])
+        return gens
 
 
-_Builder = None
+def builder(data_config) -> MovingMnist:
+    s = spec(data_config)
+    return MovingMnist.for_variant(
+        data_config, tfds_base.config_name(f"seed{s['seed']}_{s['digits']}", _identity(s)), s)
 
 
-def builder(data_config, s: dict | None = None):
-    s = spec(data_config) if s is None else s
-    cls = builder_class()
-    cfg = base.params_config_class()(
-        name=base.config_name(f"seed{s['seed']}_{s['digits']}", _identity(s)),
-        version=base.VERSION, description="Moving MNIST variant", params=s)
-    return cls(data_dir=s["data_dir"], config=cfg, file_format="array_record")
+def prepare(data_config) -> MovingMnist:
+    b = builder(data_config)
+    tfds_base.ensure_prepared(b, pathlib.Path(b.params["manual_dir"]))
+    return b
 
 
 # ----------------------------------------------------------------------------------------
 # Sources
 
 
-class OnlineSource(base.Source):
+class OnlineSource(sources.Source):
     """Fresh training sequences every epoch, generated on access (no storage): index i ->
-    `generate_sequence(default_rng([seed, 0, i]))`, so indices below `epoch_size` give the
-    stored train split's sequences and later epochs new ones."""
+    `sequence_of(s, 'train', i)`, so indices below `epoch_size` give the stored train split's
+    sequences and later epochs new ones."""
 
     def __init__(self, s: dict, digit_images: np.ndarray, epochs: int):
         self.name, self.split = NAME, "train"
         self.in_frames, self.out_frames = s["in_frames"], s["out_frames"]
+        self.sub, self.div = np.zeros(1, np.float32), np.full(1, 255.0, np.float32)
         self.mean, self.std = np.zeros(1, np.float32), np.ones(1, np.float32)
-        self._seed, self._num_digits = s["seed"], s["num_digits"]
-        self._epoch_size, self._epochs = s["train_size"], int(epochs)
+        self._spec, self._epochs = s, int(epochs)
         self._digits = np.ascontiguousarray(digit_images)
 
     @property
     def epoch_size(self) -> int:
-        return self._epoch_size
+        return self._spec["train_size"]
 
     def __len__(self) -> int:
-        return self._epoch_size * self._epochs
+        return self.epoch_size * self._epochs
 
     def __getitem__(self, i) -> np.ndarray:
-        i = self._index(i)
-        rng = sequence_rng(self._seed, "train", i)
-        frames = generate_sequence(rng, self._digits, self.in_frames + self.out_frames,
-                                   self._num_digits)
+        frames = sequence_of(self._spec, "train", self._index(i), self._digits)
         return frames.astype(np.float32) / np.float32(255.0)
 
 
-def get_source(data_config, split: str) -> base.Source:
+def get_source(data_config, split: str) -> sources.Source:
     base.check_split(NAME, split, ("train", "test"),
                      "OpenSTL validates Moving MNIST on 'test'.")
-    s = spec(data_config)
-    if split == "train" and bool(data_config.get("mmnist_online", False)):
-        epochs = int(data_config.get("mmnist_online_epochs", 10000))
+    if split == "train" and data_config.mmnist_online:
+        s = spec(data_config)
+        epochs = int(data_config.mmnist_online_epochs)
         if epochs < 1:
             raise ValueError(f"config.data.mmnist_online_epochs must be >= 1; got {epochs}.")
         return OnlineSource(s, load_digits(s).train, epochs)
-    b = builder(data_config, s)
-    base.ensure_prepared(b, pathlib.Path(s["manual_dir"]))
-    return base.RecordSource(base.open_split(b, split), name=NAME, split=split,
-                             in_frames=s["in_frames"], out_frames=s["out_frames"], channels=1,
-                             sub=0.0, div=255.0)
-
-
-def prepare(data_config):
-    s = spec(data_config)
-    b = builder(data_config, s)
-    base.ensure_prepared(b, pathlib.Path(s["manual_dir"]))
-    return b
+    b = prepare(data_config)
+    return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
+                                in_frames=b.params["in_frames"],
+                                out_frames=b.params["out_frames"], channels=1, sub=0.0, div=255.0)

@@ -1,5 +1,5 @@
-"""TaxiBJ crowd flows (reference spec 5.2): OpenSTL's `dataset.npz`, 4 -> 4 half-hourly frames of
-a 32x32 grid with 2 channels (inflow, outflow).
+"""TaxiBJ crowd flows: OpenSTL's `dataset.npz`, 4 -> 4 half-hourly frames of a 32x32 grid with
+2 channels (inflow, outflow).
 
 The file holds `X_train`, `Y_train`, `X_test`, `Y_test` of shape (N, 4, 2, 32, 32) scaled to
 [-1, 1]; as OpenSTL does, values are mapped to [0, 1] with (x + 1) / 2 and mean = 0, std = 1, so
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pathlib
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 
-from tau_jax.data import base
+from tau_jax.data import base, sources, tfds_base
 
 NAME = "taxibj"
 FILE = "dataset.npz"
@@ -98,73 +99,43 @@ def load_split(path: pathlib.Path, split: str) -> np.ndarray:
     return ((seq.astype(np.float32) + 1.0) / 2.0).astype(np.float32)
 
 
-def builder_class():
-    global _Builder
-    if _Builder is not None:
-        return _Builder
-    import tensorflow_datasets as tfds
+class TaxiBJ(tfds_base.Builder, skip_registration=True):
+    """TaxiBJ (8, 32, 32, 2) float32 in [0, 1]: 4 input then 4 target frames."""
 
-    class TaxiBJ(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """TaxiBJ (8, 32, 32, 2) float32 in [0, 1]: 4 input then 4 target frames."""
+    name = "tau_taxibj"
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        tfds_base.VERSION: "OpenSTL's dataset.npz, (x + 1) / 2."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    FEATURE = "frames"
 
-        name = "tau_taxibj"
-        VERSION = tfds.core.Version(base.VERSION)
-        RELEASE_NOTES = {base.VERSION: "OpenSTL's dataset.npz, (x + 1) / 2."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    def feature_spec(self):
+        return (8, 32, 32, 2), np.float32
 
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__,
-                features=tfds.features.FeaturesDict(
-                    {"frames": base.frames_feature((8, 32, 32, 2), np.float32)}),
-                disable_shuffling=True, metadata=tfds.core.MetadataDict())
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            path = pathlib.Path(self.builder_config.params["file"])
-            check_headers(path)
-            arrays = {s: load_split(path, s) for s in ("train", "test")}  # validated up front
-            self.info.metadata.update({"in_frames": 4, "out_frames": 4,
-                                       "sizes": {s: len(a) for s, a in arrays.items()}})
-            return {s: self._generate_examples(a) for s, a in arrays.items()}
-
-        def _generate_examples(self, array):
-            for i in range(len(array)):
-                yield base.ordered_key(i, len(array)), {"frames": array[i]}
-
-    _Builder = TaxiBJ
-    return _Builder
+    def _split_generators(self, dl_manager):
+        path = pathlib.Path(dl_manager.manual_dir) / FILE
+        check_headers(path)
+        arrays = {s: load_split(path, s) for s in ("train", "test")}  # validated up front
+        self.info.metadata.update({"in_frames": 4, "out_frames": 4,
+                                   "sizes": {s: len(a) for s, a in arrays.items()}})
+        return {s: self._generate_examples(a, len(a)) for s, a in arrays.items()}
 
 
-_Builder = None
-
-
-def builder(data_config, path: pathlib.Path | None = None):
-    """The builder; `path` (the npz) is needed only to prepare."""
-    params = {"file": str(path) if path else ""}
-    cfg = base.params_config_class()(name="openstl", version=base.VERSION,
-                                     description="OpenSTL dataset.npz", params=params)
-    return builder_class()(data_dir=str(base.data_dir_of(data_config)), config=cfg,
-                           file_format="array_record")
-
-
-def _prepared(data_config):
+def builder(data_config) -> TaxiBJ:
     base.frames_of(data_config, 4, 4, NAME, fixed=True)
+    return TaxiBJ.for_variant(data_config, "openstl", {})
+
+
+def prepare(data_config) -> TaxiBJ:
     b = builder(data_config)
     if not b.is_prepared():
         path = find_file(data_config)
         check_headers(path)
-        b = builder(data_config, path)
-        base.ensure_prepared(b, path.parent)
+        tfds_base.ensure_prepared(b, path.parent)
     return b
 
 
-def get_source(data_config, split: str) -> base.Source:
+def get_source(data_config, split: str) -> sources.Source:
     base.check_split(NAME, split, ("train", "test"), "OpenSTL validates TaxiBJ on 'test'.")
-    b = _prepared(data_config)
-    return base.RecordSource(base.open_split(b, split), name=NAME, split=split, in_frames=4,
-                             out_frames=4, channels=2)
-
-
-def prepare(data_config):
-    return _prepared(data_config)
+    b = prepare(data_config)
+    return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
+                                in_frames=4, out_frames=4, channels=2)

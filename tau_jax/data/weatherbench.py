@@ -1,5 +1,5 @@
-"""WeatherBench (reference spec 5.4): hourly global fields from the WeatherBench NetCDF files
-(5.625 degrees: a 32 x 64 grid; other resolutions work the same), 12 -> 12 frames.
+"""WeatherBench: hourly global fields from the WeatherBench NetCDF files (5.625 degrees: a
+32 x 64 grid; other resolutions work the same), 12 -> 12 frames.
 
 `config.data.weather_variables` lists channels by WeatherBench's short names: single-level
 `t2m`, `tcc`, `u10`, `v10`, `tp`, `tisr` (`uv10` = u10 then v10), and pressure-level `r`, `t`,
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import ClassVar
 
 import numpy as np
 
-from tau_jax.data import base
+from tau_jax.data import base, sources, tfds_base
 
 NAME = "weatherbench"
 SINGLE = {"t2m": "2m_temperature", "tcc": "total_cloud_cover",
@@ -91,7 +92,7 @@ def parse_variables(names) -> list[Channel]:
 
 def _years(data_config, split) -> tuple[int, int]:
     field = f"weather_{split}_years"
-    years = tuple(int(y) for y in data_config.get(field, ()))
+    years = tuple(int(y) for y in data_config[field])
     if len(years) != 2 or years[0] > years[1]:
         raise ValueError(f"config.data.{field} must be (first, last) years; got {years}.")
     return years
@@ -105,7 +106,7 @@ def _open(path: pathlib.Path):
     import netCDF4
     try:
         ds = netCDF4.Dataset(path, "r")
-    except Exception as e:  # netCDF4 raises OSError / RuntimeError for bad files
+    except Exception as e:  # noqa: BLE001 - netCDF4 raises OSError / RuntimeError
         raise ValueError(f"Cannot read NetCDF file {path}: {e}") from None
     ds.set_auto_mask(False)
     return ds
@@ -235,8 +236,8 @@ def plan(root: pathlib.Path, channels: list[Channel], years: dict[str, tuple[int
         if len(keep) - length < 1:
             raise ValueError(f"WeatherBench {split} years {a}-{b} give {len(keep)} frames after "
                              f"step {step}; windows of T + T' = {length} need more than {length}.")
-        plans[split] = {"blocks": per_channel, "keep": keep, "n_frames": int(len(keep)),
-                        "n_windows": int(len(keep) - length)}
+        plans[split] = {"blocks": per_channel, "keep": keep, "n_frames": len(keep),
+                        "n_windows": len(keep) - length}
     return plans
 
 
@@ -268,19 +269,43 @@ def iter_frames(plan_split: dict, channels: list[Channel]):
         yield from np.stack(parts, axis=-1)
 
 
+def checked_plan(root: pathlib.Path, s: dict) -> tuple[list[Channel], dict, dict]:
+    """(channels, plan, grid of the first file) for the parameters `s` of `spec()`: every file
+    and year checked, and the grid against config.data.weather_resolution."""
+    channels = parse_variables(s["variables"])
+    plans = plan(root, channels, {k: tuple(v) for k, v in s["years"].items()}, s["step"],
+                 s["in_frames"] + s["out_frames"])
+    first = plans["train"]["blocks"][0][0][0].path
+    grid = grid_of(first, channels[0])
+    if tuple(grid["shape"]) != tuple(s["grid"]):
+        raise ValueError(f"{first} has a {grid['shape'][0]}x{grid['shape'][1]} grid but "
+                         f"config.data.weather_resolution={s['resolution']} means "
+                         f"{s['grid'][0]}x{s['grid'][1]}.")
+    return channels, plans, grid
+
+
+def checked_frames(frames, shape: tuple[int, ...]):
+    """`frames`, each as a chunk of one frame, checked to have the first file's grid."""
+    for frame in frames:
+        if frame.shape != shape:
+            raise ValueError(f"WeatherBench grid {frame.shape[:2]} differs from the "
+                             f"{shape[:2]} of the first file.")
+        yield frame[None]
+
+
 # ----------------------------------------------------------------------------------------
-# tfds builder
+# Config -> what to build
 
 
 def spec(data_config) -> dict:
     t_in, t_out = base.frames_of(data_config, 12, 12, NAME)
-    channels = parse_variables(data_config.get("weather_variables", ("t2m",)))
-    step = int(data_config.get("weather_step", 1))
+    channels = parse_variables(data_config.weather_variables)
+    step = int(data_config.weather_step)
     if step < 1:
         raise ValueError(f"config.data.weather_step must be >= 1; got {step}.")
     years = {s: _years(data_config, s) for s in ("train", "val", "test")}
-    deg = float(data_config.get("weather_resolution", 5.625))
-    grid = (int(round(180.0 / deg)), int(round(360.0 / deg))) if deg > 0 else (0, 0)
+    deg = float(data_config.weather_resolution)
+    grid = (round(180.0 / deg), round(360.0 / deg)) if deg > 0 else (0, 0)
     if deg <= 0 or abs(grid[0] * deg - 180.0) > 1e-6:
         raise ValueError(f"config.data.weather_resolution must be a WeatherBench grid spacing "
                          f"(5.625, 2.8125, 1.40625); got {deg}.")
@@ -288,81 +313,43 @@ def spec(data_config) -> dict:
             "years": years, "step": step, "resolution": deg, "grid": grid}
 
 
-def builder_class():
-    global _Builder
-    if _Builder is not None:
-        return _Builder
-    import tensorflow_datasets as tfds
-
-    class WeatherBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """WeatherBench frames float32 (H, W, C) in physical units; window plan and training
-        statistics in the metadata."""
-
-        name = "tau_weatherbench"
-        VERSION = tfds.core.Version(base.VERSION)
-        RELEASE_NOTES = {base.VERSION: "OpenSTL's year splits and anchor range."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-        def _info(self):
-            p = self.builder_config.params
-            c = len(p["variables"])
-            h, w = p["grid"]
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__,
-                features=tfds.features.FeaturesDict(
-                    {"frame": base.frames_feature((h, w, c), np.float32)}),
-                disable_shuffling=True, metadata=tfds.core.MetadataDict())
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            p = self.builder_config.params
-            self._channels = parse_variables(p["variables"])
-            self._plans = plan(pathlib.Path(p["root"]), self._channels,
-                               {s: tuple(v) for s, v in p["years"].items()}, p["step"],
-                               p["in_frames"] + p["out_frames"])
-            first = self._plans["train"]["blocks"][0][0][0].path
-            grid = grid_of(first, self._channels[0])
-            if tuple(grid["shape"]) != tuple(p["grid"]):
-                raise ValueError(f"{first} has a {grid['shape'][0]}x{grid['shape'][1]} grid but "
-                                 f"config.data.weather_resolution={p['resolution']} means "
-                                 f"{p['grid'][0]}x{p['grid'][1]}.")
-            self.info.metadata.update(base.json_safe({
-                "in_frames": p["in_frames"], "out_frames": p["out_frames"],
-                "variables": p["variables"], "years": p["years"], "step": p["step"],
-                "lat": grid.get("lat"), "lon": grid.get("lon"),
-                "n_frames": {s: q["n_frames"] for s, q in self._plans.items()},
-                "n_windows": {s: q["n_windows"] for s, q in self._plans.items()}}))
-            self.info.metadata["stats"] = {}
-            return {s: self._generate_examples(s) for s in self._plans}
-
-        def _generate_examples(self, split):
-            stats = None
-            shape = tuple(self.info.features["frame"].shape)
-            n = self._plans[split]["n_frames"]
-            for i, frame in enumerate(iter_frames(self._plans[split], self._channels)):
-                if frame.shape != shape:
-                    raise ValueError(f"WeatherBench grid {frame.shape[:2]} differs from the "
-                                     f"{shape[:2]} of the first file.")
-                if stats is None:
-                    stats = base.RunningStats(frame.shape[-1])
-                stats.update(frame)
-                yield base.ordered_key(i, n), {"frame": frame}
-            self.info.metadata["stats"][split] = stats.as_dict()
-            if split == "train":
-                self.info.metadata["mean"] = stats.mean.tolist()
-                self.info.metadata["std"] = stats.std.tolist()
-
-    _Builder = WeatherBench
-    return _Builder
+# ----------------------------------------------------------------------------------------
+# tfds builder
 
 
-_Builder = None
+class WeatherBench(tfds_base.Builder, skip_registration=True):
+    """WeatherBench frames float32 (H, W, C) in physical units; window plan and per-split
+    statistics in the metadata."""
+
+    name = "tau_weatherbench"
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        tfds_base.VERSION: "OpenSTL's year splits and anchor range."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def feature_spec(self):
+        h, w = self.params["grid"]
+        return (h, w, len(self.params["variables"])), np.float32
+
+    def _split_generators(self, dl_manager):
+        p = self.params
+        channels, plans, grid = checked_plan(pathlib.Path(dl_manager.manual_dir), p)
+        self.info.metadata.update(tfds_base.json_safe({
+            "in_frames": p["in_frames"], "out_frames": p["out_frames"],
+            "variables": p["variables"], "years": p["years"], "step": p["step"],
+            "lat": grid.get("lat"), "lon": grid.get("lon"),
+            "n_frames": {s: q["n_frames"] for s, q in plans.items()},
+            "n_windows": {s: q["n_windows"] for s, q in plans.items()}}))
+        shape = self.feature_spec()[0]
+        return {s: self._generate_examples(
+                    self._recording_stats(s, checked_frames(iter_frames(q, channels), shape),
+                                          len(channels)), q["n_frames"])
+                for s, q in plans.items()}
 
 
 def _root(data_config) -> pathlib.Path:
     manual = base.manual_dir_of(data_config)
-    channels = parse_variables(data_config.get("weather_variables", ("t2m",)))
-    deg = f"{float(data_config.get('weather_resolution', 5.625)):g}".replace(".", "_")
+    channels = parse_variables(data_config.weather_variables)
+    deg = f"{float(data_config.weather_resolution):g}".replace(".", "_")
     found = base.first_existing(manual, (f"weather_{deg}deg",) + MANUAL_SUBDIRS,
                                 lambda p: (p / channels[0].folder).is_dir())
     if found is None:
@@ -372,56 +359,33 @@ def _root(data_config) -> pathlib.Path:
     return found
 
 
-def builder(data_config, root: pathlib.Path | None = None):
+def builder(data_config) -> WeatherBench:
     s = spec(data_config)
-    params = dict(s, root=str(root) if root else "")
     ident = {k: s[k] for k in ("in_frames", "out_frames", "variables", "years", "step",
                                "resolution")}
     res = f"{s['resolution']:g}".replace(".", "_")
-    cfg = base.params_config_class()(
-        name=base.config_name("_".join(s["variables"]).replace("@", "_") + f"_{res}deg", ident),
-        version=base.VERSION, description="WeatherBench variant", params=params)
-    return builder_class()(data_dir=str(base.data_dir_of(data_config)), config=cfg,
-                           file_format="array_record")
+    name = tfds_base.config_name("_".join(s["variables"]).replace("@", "_") + f"_{res}deg", ident)
+    return WeatherBench.for_variant(data_config, name, s)
 
 
-def _prepared(data_config):
+def prepare(data_config) -> WeatherBench:
     b = builder(data_config)
-    if b.is_prepared():
-        return b
-    root = _root(data_config)
-    s = spec(data_config)
-    channels = parse_variables(s["variables"])
-    # Check every file and year before generating anything.
-    plans = plan(root, channels, {k: tuple(v) for k, v in s["years"].items()}, s["step"],
-                 s["in_frames"] + s["out_frames"])
-    first = plans["train"]["blocks"][0][0][0].path
-    grid = grid_of(first, channels[0])["shape"]
-    if tuple(grid) != tuple(s["grid"]):
-        raise ValueError(f"{first} has a {grid[0]}x{grid[1]} grid but config.data."
-                         f"weather_resolution={s['resolution']} means {s['grid'][0]}x"
-                         f"{s['grid'][1]}.")
-    b = builder(data_config, root)
-    base.ensure_prepared(b, root)
+    if not b.is_prepared():
+        root = _root(data_config)
+        checked_plan(root, b.params)  # every file and year before anything is written
+        tfds_base.ensure_prepared(b, root)
     return b
 
 
-def get_source(data_config, split: str) -> base.Source:
+def get_source(data_config, split: str) -> sources.Source:
     base.check_split(NAME, split, ("train", "val", "test"))
-    b = _prepared(data_config)
-    md = base.metadata(b)
-    mean, std = np.asarray(md["mean"], np.float32), np.asarray(md["std"], np.float32)
-    if bool(data_config.get("weather_openstl_norm", False)):
-        own = md["stats"][split]
-        sub, div = own["mean"], own["std"]
-    else:
-        sub, div = mean, std
+    b = prepare(data_config)
+    md = tfds_base.metadata(b)
+    train = md["stats"]["train"]
+    norm = md["stats"][split] if data_config.weather_openstl_norm else train
     starts = np.arange(md["n_windows"][split], dtype=np.int64)
-    return base.RecordSource(base.open_split(b, split), name=NAME, split=split,
-                             in_frames=md["in_frames"], out_frames=md["out_frames"],
-                             channels=len(md["variables"]), sub=sub, div=div, mean=mean,
-                             std=std, starts=starts)
-
-
-def prepare(data_config):
-    return _prepared(data_config)
+    return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
+                                in_frames=md["in_frames"], out_frames=md["out_frames"],
+                                channels=len(md["variables"]), sub=norm["mean"],
+                                div=norm["std"], mean=train["mean"], std=train["std"],
+                                starts=starts)

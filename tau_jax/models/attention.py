@@ -10,23 +10,6 @@ Precision: every module takes `dtype` (compute) and `param_dtype` (storage). Mat
 is, then the weights are cast back to `dtype` for the product with the values. LayerNorm
 statistics are float32 (flax promotes them).
 
-Logical partitioning: every parameter is created through `nn.with_logical_partitioning`, so the
-parameter tree holds `nn.LogicallyPartitioned` boxes (use `flax.linen.meta.unbox` or `.value` to
-get plain arrays; `jax.tree_util` sees through them). With no axis rules set they are no-ops. The
-logical axis names are
-
-    'embed'   token width D = hid_T (every Dense in/out side, LayerNorm scale/bias, embeddings)
-    'embed_out' output side of a square D -> D Linear (TimeSformer's temporal `fc`), named apart
-              from 'embed' so that one mesh axis is never used twice in a partition spec
-    'mlp'     MLP hidden width D * mlp_ratio
-    'heads'   attention heads (q/k/v and output-projection kernels, relative-position tables)
-    'kv'      width of one head, D / num_heads
-    'qkv'     the size-3 q/k/v selector of the fused qkv kernel (keep unsharded)
-    'latent'  channels of one latent patch, latent_patch**2 * hid_S (token in/out projections)
-    'tokens'  spatial token positions of a frame (TimeSformer's space embedding)
-    'frames'  frames (TimeSformer's time embedding)
-    'relpos'  rows of a relative-position bias table (TPS)
-
 Initialisation follows the references: Linear kernels truncated normal std 0.02 (flax truncates
 at 2 std and rescales; timm's trunc_normal_ truncates at +-2 absolute, i.e. practically plain
 N(0, 0.02)), biases 0, LayerNorm 1 / 0. GELU is the exact (erf) form.
@@ -34,7 +17,7 @@ N(0, 0.02)), biases 0, LayerNorm 1 / 0. GELU is the exact (erf) form.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,33 +27,20 @@ from tau_jax.models.layers import DropPath, gelu
 
 Dtype = Any
 
-LOGICAL_AXES = ("embed", "embed_out", "mlp", "heads", "kv", "qkv", "latent", "tokens", "frames",
-                "relpos")
-
-
-def partitioned(init: Callable, names: Sequence[str | None]) -> Callable:
-    """`init` wrapped with logical axis names (one per dimension of the parameter)."""
-    return nn.with_logical_partitioning(init, tuple(names))
-
-
 def trunc_normal(std: float = 0.02) -> Callable:
     return nn.initializers.truncated_normal(std)
 
 
-def dense(features: int, names: Sequence[str | None], *, name: str, dtype=None,
-          param_dtype=jnp.float32, use_bias: bool = True, zero: bool = False) -> nn.Dense:
-    """A Linear layer with truncated-normal(0.02) (or zero) kernel, zero bias, logical names
-    `names` for the (in, out) kernel axes; the bias takes the `out` name."""
+def dense(features: int, *, name: str, dtype=None, param_dtype=jnp.float32,
+          use_bias: bool = True, zero: bool = False) -> nn.Dense:
+    """A Linear layer with truncated-normal(0.02) (or zero) kernel and zero bias."""
     kernel_init = nn.initializers.zeros if zero else trunc_normal()
     return nn.Dense(features, use_bias=use_bias, name=name, dtype=dtype, param_dtype=param_dtype,
-                    kernel_init=partitioned(kernel_init, names),
-                    bias_init=partitioned(nn.initializers.zeros, (names[-1],)))
+                    kernel_init=kernel_init, bias_init=nn.initializers.zeros)
 
 
 def layer_norm(epsilon: float, *, name: str, dtype=None, param_dtype=jnp.float32) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=epsilon, name=name, dtype=dtype, param_dtype=param_dtype,
-                        scale_init=partitioned(nn.initializers.ones, ("embed",)),
-                        bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+    return nn.LayerNorm(epsilon=epsilon, name=name, dtype=dtype, param_dtype=param_dtype)
 
 
 def dot_product_attention(q, k, v, bias=None, dtype=None):
@@ -108,16 +78,16 @@ class Attention(nn.Module):
         qkv = nn.DenseGeneral(
             (3, self.num_heads, head_dim), use_bias=self.qkv_bias, name="qkv", dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(trunc_normal(), ("embed", "qkv", "heads", "kv")),
-            bias_init=partitioned(nn.initializers.zeros, ("qkv", "heads", "kv")))(x)
+            kernel_init=trunc_normal(),
+            bias_init=nn.initializers.zeros)(x)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         out = dot_product_attention(q, k, v, bias, dtype=self.dtype)
         if post_attention is not None:
             out = post_attention(out)
         return nn.DenseGeneral(
             d, axis=(-2, -1), name="proj", dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=partitioned(trunc_normal(), ("heads", "kv", "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)))(out)
+            kernel_init=trunc_normal(),
+            bias_init=nn.initializers.zeros)(out)
 
 
 class MlpResidual(nn.Module):
@@ -138,9 +108,9 @@ class MlpResidual(nn.Module):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         d = x.shape[-1]
         y = layer_norm(self.epsilon, name="norm", **dt)(x)
-        y = dense(int(d * self.mlp_ratio), ("embed", "mlp"), name="fc1", **dt)(y)
+        y = dense(int(d * self.mlp_ratio), name="fc1", **dt)(y)
         y = nn.Dropout(self.drop, deterministic=not train)(gelu(y))
-        y = dense(d, ("mlp", "embed"), name="fc2", **dt)(y)
+        y = dense(d, name="fc2", **dt)(y)
         y = nn.Dropout(self.drop, deterministic=not train)(y)
         return x + DropPath(self.drop_path)(y, train)
 
@@ -178,7 +148,7 @@ class TokenEmbed(nn.Module):
     @nn.compact
     def __call__(self, z):
         x = patchify(z, self.patch)
-        return dense(self.features, ("latent", "embed"), name="proj", dtype=self.dtype,
+        return dense(self.features, name="proj", dtype=self.dtype,
                      param_dtype=self.param_dtype)(x)
 
 
@@ -195,7 +165,7 @@ class TokenHead(nn.Module):
     def __call__(self, x):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = layer_norm(self.epsilon, name="norm", **dt)(x)
-        x = dense(self.patch * self.patch * self.channels, ("embed", "latent"), name="proj",
+        x = dense(self.patch * self.patch * self.channels, name="proj",
                   **dt)(x)
         return unpatchify(x, self.patch, self.channels)
 
@@ -203,13 +173,6 @@ class TokenHead(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Config checks shared by the attention translators (raised from `build`, before any tracing)
 # ----------------------------------------------------------------------------------------------
-
-def require_fields(cfg, fields: Sequence[str]) -> None:
-    missing = [f for f in fields if f not in cfg]
-    if missing:
-        raise ValueError(f"model config for {cfg.name!r} lacks field(s) {missing}; start from "
-                         "tau_jax.config.attention_model_config(name) or a file under configs/.")
-
 
 def latent_size(cfg) -> tuple[int, int]:
     """(h, w) of the encoder's latent map: H, W divided by the stride 2 ** (N_S // 2)."""
@@ -220,7 +183,6 @@ def latent_size(cfg) -> tuple[int, int]:
 
 def check_token_config(cfg) -> tuple[int, int]:
     """Checks num_heads / hid_T / latent_patch; returns the token grid (h/p, w/p)."""
-    require_fields(cfg, ("num_heads", "latent_patch"))
     if not isinstance(cfg.num_heads, int) or cfg.num_heads < 1:
         raise ValueError(f"model.num_heads must be a positive int, got {cfg.num_heads!r}.")
     if cfg.hid_T % cfg.num_heads:

@@ -1,19 +1,28 @@
-"""The SimVP frame: a per-frame conv encoder, a pluggable translator, a per-frame conv decoder.
+"""The SimVP family: a per-frame conv encoder, a pluggable translator, a per-frame conv decoder;
+the family seam of tau_jax/models/family.py.
 
 Input and output are videos `(B, T, H, W, C)`. The encoder folds time into the batch, the
 translator sees the latent video `(B, T, h, w, hid_S)` and the decoder upsamples back with
 sub-pixel convolutions, adding the encoder's first-layer output as a skip. Predicting T' != T
 frames follows OpenSTL's roll-out: the model is fed its own T-frame outputs until T' are made.
+Translators: TAU, gSTA (SimVP v2), IncepU (SimVP v1), and two attention translators that are not
+OpenSTL models (TimeSformer's divided space-time attention, Temporal Patch Shift). Training loss:
+MSE + loss.alpha * TAU's differential divergence regularisation (alpha 0: plain MSE, SimVP).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax.numpy as jnp
+import ml_collections
 from flax import linen as nn
 
-from tau_jax.models.layers import chain_passes
+from tau_jax import losses
+from tau_jax.models import gsta, incepu, openstl_names, tau, timesformer, tps
+from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
+from tau_jax.models.layers import DW_IMPLS, chain_passes
 from tau_jax.models.metaformer import pointwise
 
 Dtype = Any
@@ -143,3 +152,171 @@ class SimVP(nn.Module):
         z = self.translator(latent.reshape(b, t, lh, lw, lc), train=train)
         y = self.dec(z.reshape(b * t, lh, lw, lc), skip)
         return y.reshape(b, t, h, w, c)
+
+
+# ----------------------------------------------------------------------------------------------
+# The family seam
+# ----------------------------------------------------------------------------------------------
+
+# model.name -> function(model_config, dtype=..., param_dtype=...) -> translator module; each
+# checks its own fields (tau.ablation_of, timesformer.check_config, tps.check_config).
+TRANSLATORS = {"tau": tau.translator, "gsta": gsta.translator, "incepu": incepu.translator,
+               "timesformer": timesformer.translator, "tps": tps.translator}
+NAMES = tuple(TRANSLATORS)
+ATTENTION_NAMES = ("timesformer", "tps")
+OPENSTL_METHOD = "simvp"
+OPENSTL_MODEL_TYPES = {"tau": "tau", "gsta": "gSTA", "incepu": "incepu"}  # SimVP_Model's model_type
+
+
+def model_config(name: str = "tau") -> ml_collections.ConfigDict:
+    """The `model` section, named as in OpenSTL; defaults are OpenSTL's (the SimVP_Model
+    constructor, TAU on Moving MNIST). The attention translators add their fields; their width
+    is hid_T, their depth N_T, with ViT/Swin defaults (MLP ratio 4, linear stochastic depth)."""
+    m = ml_collections.ConfigDict()
+    m.name = name                     # 'tau', 'gsta' (SimVP v2), 'incepu' (v1), 'timesformer', 'tps'
+    m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
+    m.out_frames = 10                 # T', frames to predict; T' > T rolls the model out
+    m.hid_S = 64                      # encoder/decoder width
+    m.hid_T = 512                     # translator width
+    m.N_S = 4                         # encoder (and decoder) layers; even, half of them stride 2
+    m.N_T = 8                         # translator blocks
+    m.spatio_kernel_enc = 3           # encoder conv kernel size
+    m.spatio_kernel_dec = 3           # decoder conv kernel size
+    m.mlp_ratio = 8.0                 # MixMlp hidden width / block width (TAU, gSTA)
+    m.tau_ablation = "none"           # TAU paper ablations: 'none', 'no_sa', 'no_da', 'conv_baseline'
+    m.drop = 0.0                      # dropout inside MixMlp
+    m.drop_path = 0.0                 # stochastic depth of the last translator block
+    m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)
+    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (by backend)
+    m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
+    m.param_dtype = "float32"         # parameter storage dtype
+    if name in ATTENTION_NAMES:
+        m.hid_T = 256                     # token width D
+        m.mlp_ratio = 4.0                 # MLP hidden width / token width (ViT, Swin)
+        m.drop_path_schedule = "linear"   # as TimeSformer and Swin: linspace(0, drop_path) over blocks
+        m.num_heads = 8                   # attention heads; must divide hid_T
+        m.latent_patch = 1                # side of the latent-map patches that become tokens
+        m.attention_mode = "divided"      # timesformer: 'divided' (time then space), 'joint', 'space'
+        m.window_size = 8                 # tps: attention window side on the token grid; must divide it
+        m.shift_ratio = 1.0               # tps: fraction of heads moved by the temporal patch shift
+        m.channel_shift_ratio = 0.125     # tps: fraction of each head's channels shifted each way
+        m.relative_bias = "3d"            # tps: '3d' (paper; t-aware, per frame) or '2d' (parameter-free)
+    return m
+
+
+def check_config(cfg) -> None:
+    """One ValueError naming the field for a SimVP-frame section no model can be built from."""
+    require_fields(cfg, model_config(cfg.name))
+    _, h, w, _ = check_in_shape(cfg)
+    if cfg.N_S < 2 or cfg.N_S % 2:
+        raise ValueError(f"model.N_S must be an even number >= 2 (OpenSTL alternates stride 1 "
+                         f"and 2 layers), got {cfg.N_S}.")
+    stride = 2 ** (cfg.N_S // 2)
+    if h % stride or w % stride:
+        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by the encoder's "
+                         f"stride {stride} (2 ** (N_S // 2) with N_S = {cfg.N_S}); pad or resize "
+                         "the frames.")
+    if cfg.hid_S < 2 or cfg.hid_S % 2:
+        raise ValueError(f"model.hid_S must be even (GroupNorm with 2 groups), got {cfg.hid_S}.")
+    if cfg.N_T < 2:
+        raise ValueError(f"model.N_T must be >= 2, got {cfg.N_T}.")
+    if cfg.out_frames < 1:
+        raise ValueError(f"model.out_frames must be >= 1, got {cfg.out_frames}.")
+    if cfg.name != "incepu" and cfg.mlp_ratio <= 1:
+        raise ValueError(f"model.mlp_ratio must be > 1, got {cfg.mlp_ratio}.")
+    if cfg.dw_impl not in DW_IMPLS:
+        raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {cfg.dw_impl!r}.")
+    if cfg.drop_path_schedule not in ("openstl", "linear"):
+        raise ValueError("model.drop_path_schedule must be 'openstl' or 'linear', got "
+                         f"{cfg.drop_path_schedule!r}.")
+    if cfg.name != "tau" and cfg.tau_ablation != "none":
+        raise ValueError(f"model.tau_ablation applies to model.name 'tau' only, got "
+                         f"{cfg.tau_ablation!r} with {cfg.name!r}; set it to 'none'.")
+    if not 0.0 <= cfg.drop_path < 1.0 or not 0.0 <= cfg.drop < 1.0:
+        raise ValueError(f"model.drop and model.drop_path must lie in [0, 1), got "
+                         f"{cfg.drop} and {cfg.drop_path}.")
+
+
+def build(cfg, dtypes) -> nn.Module:
+    """SimVP with the translator `cfg.name` for a checked config."""
+    check_config(cfg)
+    return SimVP(tuple(cfg.in_shape), cfg.hid_S, cfg.N_S, TRANSLATORS[cfg.name](cfg, **dtypes),
+                 out_frames=cfg.out_frames, spatio_kernel_enc=cfg.spatio_kernel_enc,
+                 spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
+
+
+def example_inputs(cfg) -> dict:
+    """Batch-1 call arguments: the T input frames."""
+    dt = resolve_dtype(cfg.param_dtype, "param_dtype")
+    return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), dt))
+
+
+def loss(model, config, variables, frames, rngs, key, step):
+    """MSE + loss.alpha * DDR of the T' frames predicted from the first T of `frames`."""
+    del key, step  # no sampling schedule in this family
+    t = config.model.in_shape[0]
+    pred, mutated = model.apply(variables, frames[:, :t], train=True, rngs=rngs,
+                                mutable=["batch_stats"])
+    return losses.tau_loss(pred, frames[:, t:], config.loss.alpha, config.loss.ddr_tau), mutated
+
+
+def predict(model, cfg, variables, inputs):
+    """The out_frames frames after `inputs` (B, T, H, W, C), eval mode."""
+    del cfg
+    return model.apply(variables, inputs, train=False)
+
+
+def model_pass(model, cfg, variables, window, around=identity):
+    """`predict` made of T-frame model calls, each wrapped by `around`: the roll-out the model
+    itself makes, with every call padded and cropped as the caller asks."""
+    def call(frames):
+        return model.apply(variables, frames, False, method=SimVP.predict_window)
+    return chain_passes(around(call), window, int(cfg.out_frames))
+
+
+def frame_rule(cfg) -> tuple[int, str | None]:
+    """Convolutions (and TAU's global mean pool) take any multiple of the encoder stride; TPS's
+    windows must tile the token grid; TimeSformer learns a position embedding per token."""
+    m = 2 ** (int(cfg.N_S) // 2)
+    if cfg.name == "timesformer":
+        return m * int(cfg.latent_patch), (
+            "its position embedding is learnt per token of the in_shape grid")
+    if cfg.name == "tps":
+        return m * int(cfg.latent_patch) * int(cfg.window_size), None
+    return m, None
+
+
+# Flax path (dotted) -> OpenSTL key prefix, applied in order.
+_KEY_RULES = [
+    (r"^(enc|dec)\.(enc|dec)_(\d+)\.(conv|norm)\.", r"\1.\2.\3.conv.\4."),
+    (r"^translator\.", "hid."),
+    (r"\b(enc|dec|layers|fc)_(\d+)\b", r"\1.\2"),
+    (r"\.mlp\.dwconv\.", ".mlp.dwconv.dwconv."),
+]
+
+
+def openstl_key(collection: str, path: tuple[str, ...], shape: tuple[int, ...], cfg):
+    """OpenSTL key and layout transform of one leaf; the decoder's upsampling convs feed a
+    PixelShuffle, whose channel order differs from depth_to_space's."""
+    dotted = ".".join(path[:-1]) + "."
+    for pattern, repl in _KEY_RULES:
+        dotted = re.sub(pattern, repl, dotted)
+    leaf = openstl_names.leaf_name(path[-1])
+    transform = openstl_names.torch_layout(shape)
+    up = re.match(r"^dec\.dec\.(\d+)\.conv\.conv\.$", dotted)
+    if up and sampling_strides(cfg.N_S, reverse=True)[int(up.group(1))]:
+        layout, shuffle = transform, openstl_names.pixel_shuffle_order()
+        return dotted + "0." + leaf, lambda w: layout(shuffle(w))
+    return dotted + leaf, transform
+
+
+def openstl_model(cfg):
+    """OpenSTL's `SimVP_Model`, or None for the attention translators (not OpenSTL models)."""
+    if cfg.name not in OPENSTL_MODEL_TYPES:
+        return None
+    t, h, w, c = (int(v) for v in cfg.in_shape)
+    return "simvp_model", "SimVP_Model", ((t, c, h, w),), dict(
+        hid_S=cfg.hid_S, hid_T=cfg.hid_T, N_S=cfg.N_S, N_T=cfg.N_T,
+        model_type=OPENSTL_MODEL_TYPES[cfg.name], mlp_ratio=cfg.mlp_ratio, drop=cfg.drop,
+        drop_path=cfg.drop_path, spatio_kernel_enc=cfg.spatio_kernel_enc,
+        spatio_kernel_dec=cfg.spatio_kernel_dec)

@@ -98,8 +98,8 @@ def temporal_attention(dw_impl: str = "auto", statical: bool = True, dynamical: 
 
 
 def ablation_of(cfg) -> str:
-    """`cfg.tau_ablation`, checked; a config saved before the field existed means 'none'."""
-    ablation = cfg.get("tau_ablation", "none")
+    """`cfg.tau_ablation`, checked."""
+    ablation = cfg.tau_ablation
     if ablation not in ABLATIONS:
         raise ValueError(f"model.tau_ablation must be one of {ABLATIONS}, got {ablation!r}.")
     return ablation

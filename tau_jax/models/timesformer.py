@@ -30,8 +30,7 @@ Parameters per block (width D, MLP ratio r, qkv with bias): divided (9 + 2r) D^2
 (17 D^2 + 20 D for r = 4), joint and space (4 + 2r) D^2 + (9 + r) D.
 
 Attention is bidirectional in time: all T input frames are observed in SimVP, and output slot t
-stands for future frame t. Parameters carry logical axis names (see attention.py's docstring:
-'embed', 'embed_out', 'mlp', 'heads', 'kv', 'qkv', 'latent', 'tokens', 'frames').
+stands for future frame t.
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.attention import (Attention, MlpResidual, TokenEmbed, TokenHead,
-                                      check_token_config, dense, layer_norm, partitioned,
-                                      require_fields, trunc_normal)
+                                      check_token_config, dense, layer_norm, trunc_normal)
 from tau_jax.models.layers import DropPath, drop_path_rates
 
 Dtype = Any
@@ -82,7 +80,7 @@ class SpaceTimeAttention(nn.Module):
         y = DropPath(self.drop_path)(y, train)
         if self.over == "time":
             y = y.reshape(b, n, t, d).transpose(0, 2, 1, 3)
-            y = dense(d, ("embed", "embed_out"), name="fc", zero=True, **dt)(y)
+            y = dense(d, name="fc", zero=True, **dt)(y)
         return x + y.reshape(b, t, n, d)
 
 
@@ -136,11 +134,11 @@ class TimeSformer(nn.Module):
         x = TokenEmbed(d, p, name="embed", **dt)(z)             # (B, T, h/p, w/p, D)
         gh, gw = x.shape[2:4]
         x = x.reshape(b, t, gh * gw, d)
-        pos = self.param("pos_embed", partitioned(trunc_normal(), ("tokens", "embed")),
+        pos = self.param("pos_embed", trunc_normal(),
                          (gh * gw, d), self.param_dtype)
         x = x + pos.astype(x.dtype)
         if self.attention_mode != "space":
-            time = self.param("time_embed", partitioned(nn.initializers.zeros, ("frames", "embed")),
+            time = self.param("time_embed", nn.initializers.zeros,
                               (t, d), self.param_dtype)
             x = x + time.astype(x.dtype)[:, None, :]
         x = nn.Dropout(self.drop, deterministic=not train)(x)
@@ -153,8 +151,7 @@ class TimeSformer(nn.Module):
 
 
 def check_config(cfg) -> None:
-    """TimeSformer-specific config checks (the SimVP ones run first in models._check_simvp)."""
-    require_fields(cfg, ("num_heads", "latent_patch", "attention_mode"))
+    """TimeSformer-specific config checks (the SimVP frame's run first, in simvp.check_config)."""
     if cfg.attention_mode not in ATTENTION_MODES:
         raise ValueError(f"model.attention_mode must be one of {ATTENTION_MODES}, got "
                          f"{cfg.attention_mode!r}.")

@@ -47,8 +47,7 @@ Relative position bias (`relative_bias`):
   at all: the parameter tree is that of a plain 2D Swin translator.
 
 With shift_ratio = 0 and channel_shift_ratio = 0 the translator is a plain (shifted-)window
-attention transformer over each frame. Parameters carry logical axis names (attention.py):
-'embed', 'mlp', 'heads', 'kv', 'qkv', 'latent', 'relpos'.
+attention transformer over each frame.
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ import numpy as np
 from flax import linen as nn
 
 from tau_jax.models.attention import (Attention, MlpResidual, TokenEmbed, TokenHead,
-                                      check_token_config, layer_norm, partitioned,
-                                      require_fields, trunc_normal)
+                                      check_token_config, layer_norm, trunc_normal)
 from tau_jax.models.layers import DropPath, drop_path_rates
 
 Dtype = Any
@@ -220,7 +218,7 @@ class TPSBlock(nn.Module):
         fold = int(head_dim * self.channel_shift_ratio) if self.temporal == "channel" else 0
 
         table = self.param("relative_position_bias_table",
-                           partitioned(trunc_normal(), ("relpos", "heads")),
+                           trunc_normal(),
                            (bias_table_rows(ws, t, self.relative_bias), heads), self.param_dtype)
         index = relative_position_index(ws, t, self.relative_bias, patch_channels > 0)
         bias = jnp.moveaxis(table[index], -1, -3)            # (T?, heads, P, P)
@@ -284,9 +282,7 @@ class TPS(nn.Module):
 
 
 def check_config(cfg) -> None:
-    """TPS-specific config checks (the SimVP ones run first in models._check_simvp)."""
-    require_fields(cfg, ("num_heads", "latent_patch", "window_size", "shift_ratio",
-                         "channel_shift_ratio", "relative_bias"))
+    """TPS-specific config checks (the SimVP frame's run first, in simvp.check_config)."""
     gh, gw = check_token_config(cfg)
     ws = cfg.window_size
     if not isinstance(ws, int) or ws < 1:

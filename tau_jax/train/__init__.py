@@ -3,7 +3,8 @@ by SIGTERM or Ctrl-C raises `Preempted` after its checkpoint, one refused becaus
 trains in the workdir raises `WorkdirLocked`."""
 
 from tau_jax.train.lock import WorkdirLocked
-from tau_jax.train.loop import evaluate, train_and_evaluate
+from tau_jax.train.evaluation import evaluate
+from tau_jax.train.loop import train_and_evaluate
 from tau_jax.train.preemption import Preempted
 from tau_jax.train.workdir import load_config
 

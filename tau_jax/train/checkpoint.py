@@ -187,42 +187,50 @@ class Checkpointer:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
-    def restore(self, step: int, abstract_state):
-        """(state, data_state) of checkpoint `step`, placed as `abstract_state` says."""
+    def restore(self, step: int, abstract_state, part: bool = False):
+        """(state, data_state) of checkpoint `step`, placed as `abstract_state` says; with
+        `part`, `abstract_state` names some of the saved state's entries and only they are
+        read."""
+        if part:
+            state = ocp.args.PyTreeRestore(
+                abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state),
+                partial_restore=True)
+        else:
+            state = ocp.args.StandardRestore(abstract_state)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+            state=state, data=ocp.args.JsonRestore()))
         return restored.state, restored.data
 
-    def restore_chosen(self, which: str | int, abstract_state):
+    def restore_chosen(self, which: str | int, abstract_state, part: bool = False):
         """(step, state) of checkpoint `which`: 'latest' (the newest readable), 'best' (the
         lowest validation MSE; the newest readable when it cannot be read or no step has one)
         or a step number (an error when it is missing or unreadable)."""
         if which == "latest":
-            restored = self.restore_latest(abstract_state)
+            restored = self.restore_latest(abstract_state, part)
             return None if restored is None else restored[:2]
         if which == "best":
             best = self.best_step()
             if best is not None:
                 try:
-                    return best, self.restore(best, abstract_state)[0]
+                    return best, self.restore(best, abstract_state, part)[0]
                 except Exception as e:  # noqa: BLE001 - fall back as for the newest
                     log.warning("The best checkpoint %s is unreadable (%s); using the newest "
                                 "readable one.", self.directory / str(best), _first_line(e))
             else:
                 log.warning("No checkpoint in %s has a validation MSE; using the newest.",
                             self.directory)
-            return self.restore_chosen("latest", abstract_state)
+            return self.restore_chosen("latest", abstract_state, part)
         step = int(which)
         if step not in self.steps():
             raise FileNotFoundError(f"no checkpoint {step} in {self.directory}; it has steps "
                                     f"{self.steps()}.")
         try:
-            return step, self.restore(step, abstract_state)[0]
+            return step, self.restore(step, abstract_state, part)[0]
         except Exception as e:  # noqa: BLE001 - the user asked for this one
             raise ValueError(f"checkpoint {self.directory / str(step)} is unreadable "
                              f"({type(e).__name__}: {_first_line(e)}).") from None
 
-    def restore_latest(self, abstract_state):
+    def restore_latest(self, abstract_state, part: bool = False):
         """(step, state, data_state) of the newest readable checkpoint, or None if none is.
 
         A checkpoint that fails to load is reported and skipped for the one before it. When
@@ -232,7 +240,7 @@ class Checkpointer:
         """
         for step in reversed(self.steps()):
             try:
-                state, data_state = self.restore(step, abstract_state)
+                state, data_state = self.restore(step, abstract_state, part)
             except Exception as e:  # noqa: BLE001 - any read failure means: try an older one
                 log.warning("Checkpoint %s is unreadable (%s: %s); falling back to the "
                             "previous one.", self.directory / str(step), type(e).__name__,
@@ -321,6 +329,26 @@ def _chain(e: BaseException):
     while e is not None:
         yield e
         e = e.__cause__ or e.__context__
+
+
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+    """Whether `<workdir>/checkpoints` holds a step folder (read without opening orbax)."""
+    directory = pathlib.Path(workdir) / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def restore_part(workdir: str | os.PathLike, abstract, which: str | int):
+    """(step, entries) of checkpoint `which` ('best', 'latest' or a step, as `restore_chosen`)
+    in `workdir`: only the saved state's entries that `abstract` names (e.g. {'params': ...}),
+    so inference needs no optimiser. Reads only; FileNotFoundError when none is readable."""
+    ckpt = Checkpointer(workdir, keep=1, writable=False)
+    try:
+        restored = ckpt.restore_chosen(which, abstract, part=True)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {ckpt.directory}.")
+    return restored
 
 
 def abstract_like(tree, shardings):

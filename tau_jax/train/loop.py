@@ -28,17 +28,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import linen as nn
 from jax.experimental import multihost_utils
 
-from tau_jax import data, losses, models, visualize
-from tau_jax.data.pipeline import batch_sharding, eval_batches, local_batch_size, train_batches
-from tau_jax.metrics import MetricAccumulator
-from tau_jax.models import predrnn
+from tau_jax import data, models
+from tau_jax.data.pipeline import batch_sharding, local_batch_size, train_batches
 from tau_jax.train import console, optim
+from tau_jax.train.evaluation import (check_checkpoint_choice, evaluate_split, make_predict_step,
+                                      save_pictures)
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
-from tau_jax.train.predictions import PredictionWriter
 from tau_jax.train.preemption import Preempted, Preemption
 from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
 from tau_jax.train.state import TrainState
@@ -50,39 +48,13 @@ from tau_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------------------------
-# Model family: how to compute the loss and how to predict
-# ----------------------------------------------------------------------------------------------
-
-def is_recurrent(model_config) -> bool:
-    return model_config.name in models.RECURRENT
-
-
 def loss_fn(model, config, params, batch_stats, frames, key, step):
-    """Training loss of one batch and the updated BatchNorm statistics."""
-    mc = config.model
-    t = mc.in_shape[0]
+    """Training loss of one batch (the model family's) and the updated BatchNorm statistics."""
     variables = {"params": params, "batch_stats": batch_stats}
     rngs = {"drop_path": jax.random.fold_in(key, 0), "dropout": jax.random.fold_in(key, 1)}
-    if is_recurrent(mc):
-        mask = predrnn.mask_from_config(mc, jax.random.fold_in(key, 2), step, frames.shape[0])
-        (next_frames, aux), state = model.apply(variables, frames, mask=mask, train=True,
-                                                rngs=rngs, mutable=["batch_stats"])
-        loss = predrnn.recurrent_loss(next_frames, frames, aux, mc.decouple_beta
-                                      if mc.name == "predrnnv2" else 0.0)
-    else:
-        pred, state = model.apply(variables, frames[:, :t], train=True, rngs=rngs,
-                                  mutable=["batch_stats"])
-        loss = losses.tau_loss(pred, frames[:, t:], config.loss.alpha, config.loss.ddr_tau)
-    return loss, state.get("batch_stats", batch_stats)
-
-
-def predict(model, model_config, variables, inputs):
-    """The next `out_frames` frames after `inputs` (B, T, H, W, C), in eval mode."""
-    if is_recurrent(model_config):
-        next_frames, _ = model.apply(variables, inputs, train=False)
-        return next_frames[:, -model_config.out_frames:]
-    return model.apply(variables, inputs, train=False)
+    loss, mutated = models.family_of(config.model.name).loss(
+        model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step)
+    return loss, mutated.get("batch_stats", batch_stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,7 +66,7 @@ def state_template(config, tx, mesh):
     checkpoint restores into, so resuming never compiles or runs the random initialisation."""
 
     def make(key):
-        variables = nn.meta.unbox(models.init(config.model, key))
+        variables = models.init(config.model, key)
         params = variables["params"]
         ema = params if config.optim.ema_decay else None
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -137,45 +109,6 @@ def make_train_step(model, config, tx, state_shardings, mesh):
 def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
                         for x in jax.tree_util.tree_leaves(tree)))
-
-
-def make_predict_step(model, config, mesh):
-    t = config.model.in_shape[0]
-
-    def step(variables, frames):
-        return predict(model, config.model, variables, frames[:, :t]).astype(jnp.float32)
-
-    return jax.jit(step, out_shardings=batch_sharding(mesh))
-
-
-def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0,
-                   keep: PredictionWriter | None = None):
-    """OpenSTL metrics over the whole split (every sample once, across all processes), the same
-    metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
-    `samples` (inputs, targets, predictions) in display units; `keep` receives every sequence's
-    (inputs, targets, predictions) in display units, in order."""
-    metric_names = tuple(config.data.metrics)
-    acc = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
-    baseline = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
-    t = config.model.in_shape[0]
-    raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
-    shown = None
-    for frames, mask in eval_batches(source, config.data.eval_batch_size, mesh):
-        pred = predict_step(variables, frames)
-        frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
-                              for a in (frames, pred, mask))
-        target = frames[:, t:]
-        acc.update(pred, target, mask=mask)
-        baseline.update(np.broadcast_to(frames[:, t - 1:t], target.shape), target, mask=mask)
-        if shown is None and samples:
-            k = min(samples, int(mask.sum()))
-            shown = (raw(frames[:k, :t]), raw(target[:k]), raw(pred[:k]))
-        if keep is not None:  # without the padding rows
-            real = mask.astype(bool)
-            keep.add(raw(frames[real, :t]), raw(target[real]), raw(pred[real]))
-    metrics = acc.result(per_frame=True)
-    metrics.update({f"copy_last_{k}": v for k, v in baseline.result(per_frame=True).items()})
-    return metrics, shown
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,17 +290,6 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     return last_eval
 
 
-def save_pictures(folder: pathlib.Path, step: int, metrics: dict, shown, writer) -> None:
-    """samples/step_N.{png,gif} (labelled sample grid and clip) and step_N_lead_time.png (each
-    metric by lead time against copying the last input frame), also shown in TensorBoard."""
-    stem = folder / f"step_{step:08d}"
-    if shown is not None:
-        png, _ = visualize.save_samples(*shown, stem, title=f"step {step}")
-        writer.image(step, "eval/samples", visualize.figure_array(png))
-    lead = visualize.save_lead_time(metrics, f"{stem}_lead_time.png", f"step {step}")
-    writer.image(step, "eval/lead_time", visualize.figure_array(lead))
-
-
 @contextlib.contextmanager
 def log_file(path: pathlib.Path):
     """Copy tau-jax's log lines (and every library's warnings) to `path`, appended on resume
@@ -398,15 +320,6 @@ def _non_finite(ckpt, step: int, what: str):
         + "; lower optim.lr or set optim.clip_grad.")
 
 
-def check_checkpoint_choice(which) -> str | int:
-    """'best', 'latest' or a step number (as given on the command line)."""
-    if which in ("best", "latest"):
-        return which
-    if isinstance(which, bool) or not str(which).isdigit():
-        raise ValueError(f"--checkpoint must be best, latest or a step number, got {which!r}.")
-    return int(which)
-
-
 def restore_state(config, workdir: str | os.PathLike, mesh,
                   checkpoint: str | int = "latest") -> tuple[int, TrainState]:
     """(step, state) of checkpoint 'latest', 'best' or STEP in `workdir`, placed on `mesh`;
@@ -421,35 +334,3 @@ def restore_state(config, workdir: str | os.PathLike, mesh,
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}.")
     return restored
-
-
-def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "best",
-             save_predictions: bool = False) -> dict:
-    """Metrics of checkpoint 'best' (lowest validation MSE, as OpenSTL tests), 'latest' or STEP
-    in `workdir` over the evaluation split; `metrics['step']` says which step that was. With
-    `save_predictions`, every sequence's inputs, targets and predictions go to
-    `<workdir>/predictions/<step>/` (train.predictions) and `metrics['predictions']` names it."""
-    workdir = pathlib.Path(workdir)
-    config = config or load_config(workdir)
-    model = models.build(config.model)
-    mesh = make_mesh(config.train.mesh)
-    step, state = restore_state(config, workdir, mesh, checkpoint)
-    source = data.get_source(config.data, config.data.eval_split)
-    check_source_matches_model(source, config.model)
-    keep = None
-    if save_predictions and jax.process_index() == 0:
-        t = config.model.in_shape[0]
-        keep = PredictionWriter(workdir, step, len(source), (t, *source.shape[1:]),
-                                (config.model.out_frames, *source.shape[1:]))
-    try:
-        metrics, _ = evaluate_split(make_predict_step(model, config, mesh),
-                                    state.eval_variables(bool(config.optim.ema_decay)), source,
-                                    config, mesh, keep=keep)
-    except BaseException:
-        if keep is not None:
-            keep.abandon()
-        raise
-    metrics = {"step": step, **metrics}
-    if keep is not None:
-        metrics["predictions"] = str(keep.commit(metrics))
-    return metrics

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tau_jax.config import default_model_config
+from tau_jax.config import base_config
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,10 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
 
 
 def normalisation_of(source) -> dict:
-    """{'sub', 'div', 'mean', 'std'} lists of a training source: normalised = (raw - sub) / div;
-    mean and std de-normalise for metrics (they differ only for OpenSTL's weather quirk)."""
-    c = len(np.atleast_1d(source.mean))
-    sub = np.broadcast_to(np.asarray(getattr(source, "_sub", source.mean), np.float32), (c,))
-    div = np.broadcast_to(np.asarray(getattr(source, "_div", source.std), np.float32), (c,))
-    return {"sub": sub.tolist(), "div": div.tolist(),
-            "mean": np.asarray(source.mean, np.float32).tolist(),
-            "std": np.asarray(source.std, np.float32).tolist()}
+    """{'sub', 'div', 'mean', 'std'} lists of a training source (`tau_jax.data.sources.Source`):
+    normalised = (stored - sub) / div; x * std + mean is on the scale metrics use."""
+    return {"sub": source.sub.tolist(), "div": source.div.tolist(),
+            "mean": source.mean.tolist(), "std": source.std.tolist()}
 
 
 def save_normalisation(workdir: pathlib.Path, source) -> None:
@@ -80,13 +76,9 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
     """The workdir holds no run of a different model (reads only: creates nothing)."""
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"workdir {workdir} is a file, not a folder; choose a folder.")
-    saved = workdir / CONFIG_FILE
-    if saved.exists():
-        old = read_json(saved).get("model", {})
+    if (workdir / CONFIG_FILE).exists():
+        old = json.loads(load_config(workdir).model.to_json())
         new = json.loads(config.model.to_json())
-        # a field missing from either (added after a run was saved) has its default value
-        defaults = json.loads(default_model_config(new.get("name", "tau")).to_json())
-        old, new = {**defaults, **old}, {**defaults, **new}
         diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)
                 and k not in COMPUTE_ONLY_FIELDS}
         if diff:
@@ -146,9 +138,21 @@ def save_config(config, workdir: pathlib.Path) -> None:
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The resolved config a run saved in its workdir."""
+    """The config a run saved in its workdir, over today's `base_config` of its model: the one
+    place where runs saved by older versions are made whole (a field added since takes its
+    default; one removed since is dropped)."""
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a tau-jax workdir "
                                 "(run `tau-jax train` there first).")
-    return ml_collections.ConfigDict(read_json(path))
+    saved = read_json(path)
+    config = base_config(saved.get("model", {}).get("name", "tau"))
+    for section, fields in saved.items():
+        for field, value in fields.items() if section in config else ():
+            if field in config[section]:
+                try:
+                    config[section][field] = value
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{path}: {section}.{field} = {value!r} does not fit the "
+                                     f"config ({e}).") from None
+    return config

@@ -278,7 +278,7 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
                                       "--infer_steps": infer_steps, "--warmup": warmup})
     peer = None
     if openstl:  # build it first: a bad path or model fails before any compiling
-        from tau_jax import openstl_peer
+        from tau_jax.bench import openstl_peer
         peer = openstl_peer.Peer(config, openstl, precision)
     with config.unlocked():
         config.model.dtype = "bfloat16" if precision == "bf16" else "float32"

@@ -4,7 +4,7 @@ The peer is OpenSTL itself, read from a checkout the user points to (`--openstl 
 vendored). Only its model files are imported: OpenSTL's package `__init__` files pull in its
 trainer (Lightning, OpenCV, ...), which a timing of the model does not need, so `openstl` and
 `openstl.models` are registered as bare namespace packages first. What runs around the model is
-what OpenSTL's methods do per step, written from its documented behaviour (reference spec):
+what OpenSTL's methods do per step, written from its documented behaviour:
 SimVP family: the model's T-frame passes chained up to T' frames (T' > T) or cut to T' (T' < T),
 `MSE + alpha * DDR` (TAU's DDR only when alpha > 0), Adam + OneCycle stepped per batch; PredRNN
 family: space-to-depth patches, a scheduled-sampling mask, the model's own loss. On CUDA cuDNN
@@ -22,27 +22,23 @@ import sys
 import time
 import types
 
-SIMVP_TYPES = {"tau": "tau", "gsta": "gSTA", "incepu": "incepu"}
-RECURRENT_MODELS = {"predrnn": ("predrnn_model", "PredRNN_Model"),
-                    "predrnnv2": ("predrnnv2_model", "PredRNNv2_Model"),
-                    "convlstm": ("convlstm_model", "ConvLSTM_Model")}
+from tau_jax import models
 
-
-def model_module(model_config, path) -> tuple[str, str]:
-    """(module, class) of OpenSTL's counterpart of `model_config`, checked to exist in `path`."""
-    name = model_config.name
-    if name in SIMVP_TYPES:
-        module, cls = "simvp_model", "SimVP_Model"
-    elif name in RECURRENT_MODELS:
-        module, cls = RECURRENT_MODELS[name]
-    else:
-        raise ValueError(f"model.name = {name!r} has no OpenSTL counterpart to compare with "
-                         f"(OpenSTL has {sorted([*SIMVP_TYPES, *RECURRENT_MODELS])}).")
+def counterpart(model_config, path) -> tuple[str, str, tuple, dict]:
+    """(module, class, args, kwargs) of OpenSTL's counterpart of `model_config` (its family
+    says which), checked to exist in the checkout at `path`."""
+    spec = models.family_of(model_config.name).openstl_model(model_config)
+    if spec is None:
+        have = [n for n in models.names()
+                if models.family_of(n).openstl_model(models.default_config(n)) is not None]
+        raise ValueError(f"model.name = {model_config.name!r} has no OpenSTL counterpart to "
+                         f"compare with (OpenSTL has {have}).")
+    module = spec[0]
     if not (pathlib.Path(path).expanduser() / "openstl" / "models" / f"{module}.py").is_file():
         raise FileNotFoundError(f"--openstl {path} is not an OpenSTL checkout (no "
                                 f"openstl/models/{module}.py); clone "
                                 "https://github.com/chengtan9907/OpenSTL and pass its path.")
-    return module, cls
+    return spec
 
 
 def import_openstl_module(path, module: str):
@@ -59,26 +55,12 @@ def import_openstl_module(path, module: str):
 
 def build_model(model_config, path):
     """OpenSTL's torch model for one of our model configs."""
-    mc = model_config
-    module, name = model_module(mc, path)
-    cls = getattr(import_openstl_module(path, module), name)
-    t, h, w, c = (int(v) for v in mc.in_shape)
-    if mc.name in SIMVP_TYPES:
-        return cls((t, c, h, w), hid_S=mc.hid_S, hid_T=mc.hid_T, N_S=mc.N_S, N_T=mc.N_T,
-                   model_type=SIMVP_TYPES[mc.name], mlp_ratio=mc.mlp_ratio, drop=mc.drop,
-                   drop_path=mc.drop_path, spatio_kernel_enc=mc.spatio_kernel_enc,
-                   spatio_kernel_dec=mc.spatio_kernel_dec)
-    configs = types.SimpleNamespace(
-        in_shape=(t, c, h, w), patch_size=mc.patch_size, filter_size=mc.filter_size,
-        stride=mc.stride, layer_norm=mc.layer_norm, pre_seq_length=t,
-        aft_seq_length=mc.out_frames, total_length=t + mc.out_frames,
-        reverse_scheduled_sampling=mc.reverse_scheduled_sampling,
-        decouple_beta=mc.get("decouple_beta", 0.0))
-    return cls(len(mc.num_hidden), list(mc.num_hidden), configs)
+    module, name, args, kwargs = counterpart(model_config, path)
+    return getattr(import_openstl_module(path, module), name)(*args, **kwargs)
 
 
 def ddr(pred, target, tau: float = 0.1, eps: float = 1e-12):
-    """TAU's differential divergence regularisation in torch (reference spec section 2)."""
+    """TAU's differential divergence regularisation in torch (as tau_jax.losses.ddr)."""
     import torch
     if pred.shape[1] <= 2:
         return pred.new_zeros(())
@@ -100,7 +82,7 @@ class Peer:
     """One OpenSTL model with its training step and OpenSTL-style inference timing."""
 
     def __init__(self, config, path, precision: str, device: str | None = None):
-        model_module(config.model, path)  # a bad path or model fails before torch loads
+        counterpart(config.model, path)  # a bad path or model fails before torch loads
         try:
             import torch
         except ImportError:
@@ -111,7 +93,8 @@ class Peer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
         self.model = build_model(config.model, path).to(self.device)
-        self.recurrent = config.model.name in RECURRENT_MODELS
+        # OpenSTL's PredRNN method feeds patches and a sampling mask; its SimVP method frames
+        self.recurrent = models.family_of(config.model.name).OPENSTL_METHOD == "predrnn"
         self.amp = precision == "bf16"
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and

@@ -1,0 +1,74 @@
+"""What a model family declares, and the checks every family shares.
+
+A family is one module (`tau_jax.models.simvp`, `tau_jax.models.recurrent`) that owns all
+there is to know about its models; the trainer, `predict`, `convert` and the benchmark look it
+up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
+
+    NAMES                     the `model.name` values it builds
+    OPENSTL_METHOD            the OpenSTL method that trains it ('simvp', 'predrnn'): how the
+                              PyTorch peer of the benchmark feeds and steps the model
+    model_config(name)        its `model` config section: every field, its default and meaning
+    build(cfg, dtypes)        checks the section (one ValueError naming the field), the module
+    example_inputs(cfg)       keyword arguments of a batch-1 call, for `init`
+    loss(model, config, variables, frames, rngs, key, step) -> (loss, mutated variables)
+                              the training loss of a batch of T+T' frames, train mode
+    predict(model, cfg, variables, inputs)       the out_frames frames after T inputs, eval mode
+    model_pass(model, cfg, variables, window, around)
+                              the same, with every model call on a window wrapped by
+                              `around(call) -> call` (predict pads before and crops after it)
+    frame_rule(cfg) -> (m, why)   frame sizes the trained model runs on (multiples of m), or
+                              why its parameters fix them to model.in_shape's
+    openstl_key(collection, path, shape, cfg) -> (key, transform)
+                              the OpenSTL state-dict key of one Flax leaf and the function
+                              taking the PyTorch array to the Flax layout
+    openstl_model(cfg) -> (module, class, args, kwargs)   OpenSTL's counterpart, if it has one
+                              (None otherwise): `openstl.models.<module>.<class>(*args, **kwargs)`
+
+Adding a family is one module with these names, its configs and its tests; `tau_jax.models`
+registers it in FAMILIES.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SEAM = ("NAMES", "OPENSTL_METHOD", "model_config", "build", "example_inputs", "loss", "predict",
+        "model_pass", "frame_rule", "openstl_key", "openstl_model")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
+           "float64": jnp.float64}
+
+
+def resolve_dtype(name: str, field: str) -> Any:
+    """The jnp dtype of config value `name` of model.`field`."""
+    if name not in _DTYPES:
+        raise ValueError(f"model.{field} must be one of {sorted(_DTYPES)}, got {name!r}.")
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(f"model.{field} = 'float64' needs jax_enable_x64: call "
+                         "jax.config.update('jax_enable_x64', True) first.")
+    return _DTYPES[name]
+
+
+def require_fields(cfg, fields: Iterable[str]) -> None:
+    """A model section lacking declared fields (built by hand, not from the config) fails here."""
+    missing = [f for f in fields if f not in cfg]
+    if missing:
+        raise ValueError(f"model config for {cfg.name!r} lacks field(s) {missing}; start from "
+                         "tau_jax.config.default_model_config(name) or a file under configs/.")
+
+
+def check_in_shape(cfg) -> tuple[int, int, int, int]:
+    """model.in_shape as four positive ints (T, H, W, C)."""
+    shape = tuple(cfg.in_shape)
+    if len(shape) != 4 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
+        raise ValueError(f"model.in_shape must be four positive ints (T, H, W, C), got {shape}.")
+    return shape
+
+
+def identity(call):
+    """`around` of a model pass without padding."""
+    return call
