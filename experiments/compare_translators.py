@@ -3,22 +3,24 @@
 Data are synthetic and made here with numpy: **bouncing squares**, a Moving-MNIST-like toy (not
 Moving MNIST). Each clip has two white squares (side 4-8 px at 32x32) on black, moving at a
 constant velocity of up to 3 px per frame and bouncing off the borders; overlapping squares
-saturate at 1. The model sees T frames and predicts the next T. Training draws fresh clips every
-step (seeded, as the on-the-fly Moving MNIST stream); the test set is a fixed seeded set of clips.
+saturate at 1. The model sees T frames and predicts the next T. The clips are written as a
+`custom` dataset (train/ and test/ arrays, no normalisation) with one clip per training sample
+(steps x batch clips, each seen once); the test set is a fixed seeded set of clips.
 
-Every model gets the same encoder/decoder sizes, number of steps, batch, loss (MSE + 0.1 DDR,
-tau_jax.losses.tau_loss), optimiser (Adam, OneCycle to `--lr`, OpenSTL's Moving MNIST recipe
-shortened) and seed. Translator sizes are each family's natural ones at width hid_T and depth
+Every model is trained by the library's trainer (`tau_jax.train.train_and_evaluate`) with the
+same encoder/decoder sizes, number of steps, batch, loss (MSE + 0.1 DDR), optimiser (Adam,
+OneCycle to `--lr`, OpenSTL's Moving MNIST recipe shortened) and seed. Translator sizes are each
+family's natural ones at width hid_T and depth
 N_T (TAU/gSTA: MLP ratio 8 on T*hid_S folded channels; TimeSformer/TPS: MLP ratio 4 on per-frame
 tokens), so parameters and FLOPs differ and are recorded next to the scores. Recorded per model:
 parameters, XLA forward FLOPs of a batch-1 eval pass (tau_jax.summary.summarize; 2 per
-multiply-add), compile time, median step time, final training loss, and test MSE / MAE / SSIM /
-PSNR under OpenSTL's definitions (tau_jax.metrics.evaluate; MSE is a per-frame sum over pixels),
-next to two trivial predictors on the same test clips (all zeros; the last input frame repeated).
+multiply-add), compile time and steps per second as the trainer logs them, the last logged
+training loss, and the trainer's test MSE / MAE / SSIM / PSNR under OpenSTL's definitions (MSE is
+a per-frame sum over pixels), next to two trivial predictors on the same test clips (all zeros;
+the last input frame repeated).
 
-This is a short local training loop for a like-for-like comparison, not the training system.
-The defaults take about 5-6 minutes on a shared 2-core CPU; the results say nothing about converged
-quality, only about what each translator learns in the same small budget.
+The defaults take about 5-6 minutes on a shared 2-core CPU; the results say nothing about
+converged quality, only about what each translator learns in the same small budget.
 
     python experiments/compare_translators.py [--steps 150] [--batch 8] [--models tau,tps]
 """
@@ -26,20 +28,18 @@ quality, only about what each translator learns in the same small budget.
 from __future__ import annotations
 
 import argparse
-import statistics
+import pathlib
+import re
+import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import linen as nn
 
 from common import write_result
-from tau_jax import metrics, models
-from tau_jax.config import default_model_config
-from tau_jax.losses import tau_loss
+from tau_jax import metrics
+from tau_jax.config import base_config
 from tau_jax.summary import summarize
+from tau_jax.train import train_and_evaluate
 
 MODELS = ("tau", "gsta", "timesformer", "tps")
 
@@ -65,78 +65,49 @@ def bouncing_squares(rng: np.random.Generator, clips: int, frames: int, size: in
     return out
 
 
-def make_config(name: str, args):
-    shape = dict(in_shape=(args.frames, args.size, args.size, 1), out_frames=args.frames,
-                 hid_S=args.hid_S, N_S=args.N_S, hid_T=args.hid_T, N_T=args.N_T, drop_path=0.0)
+def make_config(name: str, args, clips: pathlib.Path, run: pathlib.Path):
+    """Experiment config of translator `name` on the clips written under `clips`."""
+    config = base_config(name)
+    config.model.update(in_shape=(args.frames, args.size, args.size, 1), out_frames=args.frames,
+                        hid_S=args.hid_S, N_S=args.N_S, hid_T=args.hid_T, N_T=args.N_T,
+                        drop_path=0.0)
     if name in ("tau", "gsta"):
-        cfg = default_model_config("tau")
-        cfg.update(name=name, drop_path_schedule="linear", **shape)  # no stochastic depth
+        config.model.drop_path_schedule = "linear"  # no stochastic depth
     else:
-        cfg = default_model_config(name)
         latent = args.size // 2 ** (args.N_S // 2)
-        cfg.update(num_heads=args.heads, window_size=min(args.window, latent), **shape)
-    return cfg
+        config.model.update(num_heads=args.heads, window_size=min(args.window, latent))
+    config.data.update(name="custom", custom_path=str(clips), custom_normalize="none",
+                       data_dir=str(run / "data"), in_frames=args.frames, out_frames=args.frames,
+                       batch_size=args.batch, eval_batch_size=args.batch)
+    config.loss.alpha = args.alpha
+    config.optim.update(lr=args.lr, sched="onecycle")
+    config.train.update(epochs=1, seed=args.seed, log_every_steps=max(1, args.steps // 5),
+                        num_samples=0)
+    return config
 
 
-def train_and_evaluate(name: str, args, test_x, test_y) -> dict:
-    cfg = make_config(name, args)
-    model = models.build(cfg)
-    info = summarize(cfg)
-    variables = nn.meta.unbox(
-        jax.jit(lambda key: models.init(cfg, key))(jax.random.key(args.seed)))
-    params = variables["params"]
-    state = {k: v for k, v in variables.items() if k != "params"}
-    mutable = list(state) or False  # TAU / gSTA carry BatchNorm statistics
-    schedule = optax.cosine_onecycle_schedule(args.steps, args.lr)
-    opt = optax.adam(schedule)
-    opt_state = opt.init(params)
+def logged(log: str, pattern: str) -> list[float]:
+    """Every number the trainer's log shows for `pattern` (a regex with one group)."""
+    return [float(v) for v in re.findall(pattern, log)]
 
-    @jax.jit
-    def step(params, state, opt_state, x, y, key):
-        def loss_fn(p):
-            out = model.apply({"params": p, **state}, x, train=True, mutable=mutable,
-                              rngs={"drop_path": key, "dropout": key})
-            pred, new_state = out if mutable else (out, {})
-            return tau_loss(pred, y, args.alpha), new_state
-        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), dict(new_state), opt_state, loss
 
-    predict = jax.jit(lambda params, state, x: model.apply({"params": params, **state}, x))
-
-    rng = np.random.default_rng(args.seed)
-    key = jax.random.key(args.seed)
-    losses, times = [], []
-    compile_start = time.perf_counter()
-    for i in range(args.steps):
-        clips = bouncing_squares(rng, args.batch, 2 * args.frames, args.size)
-        x, y = jnp.asarray(clips[:, :args.frames]), jnp.asarray(clips[:, args.frames:])
-        key, sub = jax.random.split(key)
-        start = time.perf_counter()
-        params, state, opt_state, loss = step(params, state, opt_state, x, y, sub)
-        loss = float(loss)  # blocks
-        if i == 0:
-            compile_s = time.perf_counter() - compile_start
-        else:
-            times.append(time.perf_counter() - start)
-        losses.append(loss)
-        if (i + 1) % max(1, args.steps // 5) == 0:
-            print(f"  {name:12s} step {i + 1:5d} loss {np.mean(losses[-20:]):.5f}", flush=True)
-
-    preds = []
-    for b in range(0, len(test_x), args.batch):
-        preds.append(np.asarray(predict(params, state, jnp.asarray(test_x[b:b + args.batch]))))
-    scores = metrics.evaluate(np.concatenate(preds), test_y, ("mse", "mae", "ssim", "psnr"))
+def train_one(name: str, args, clips: pathlib.Path, run: pathlib.Path) -> dict:
+    config = make_config(name, args, clips, run)
+    info = summarize(config.model)
+    start = time.perf_counter()
+    scores = train_and_evaluate(config, run / name)
+    wall = time.perf_counter() - start
+    log = (run / name / "train.log").read_text()
     return {
         "model": name,
         "params": info["params"],
         "translator_params": info["params_by_module"]["translator"],
         "forward_flops": info["forward_flops"],
-        "compile_s": compile_s,
-        "step_ms_median": 1e3 * statistics.median(times) if times else float("nan"),
-        "final_train_loss": float(np.mean(losses[-20:])),
-        "first_train_loss": losses[0],
-        **{f"test_{k}": float(v) for k, v in scores.items()},
+        "compile_s": logged(log, r"First step done in ([\d.]+) s")[0],
+        "step_ms_median": 1e3 / float(np.median(logged(log, r"steps_per_s ([\d.]+)"))),
+        "final_train_loss": logged(log, r"train: loss ([\d.e+-]+)")[-1],
+        "wall_s": wall,
+        **{f"test_{k}": float(scores[k]) for k in ("mse", "mae", "ssim", "psnr")},
     }
 
 
@@ -154,7 +125,7 @@ def main():
     parser.add_argument("--heads", type=int, default=4, help="attention heads (TimeSformer, TPS)")
     parser.add_argument("--window", type=int, default=4, help="TPS window on the latent grid")
     parser.add_argument("--lr", type=float, default=2e-3, help="OneCycle peak learning rate")
-    parser.add_argument("--alpha", type=float, default=0.1, help="DDR weight of tau_loss")
+    parser.add_argument("--alpha", type=float, default=0.1, help="DDR weight (loss.alpha)")
     parser.add_argument("--test_clips", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--models", default=",".join(MODELS))
@@ -168,6 +139,13 @@ def main():
     test = bouncing_squares(np.random.default_rng(args.seed + 1), args.test_clips,
                             2 * args.frames, args.size)
     test_x, test_y = test[:, :args.frames], test[:, args.frames:]
+    run = pathlib.Path(tempfile.mkdtemp(prefix="compare_translators_"))
+    clips = run / "clips"
+    (clips / "test").mkdir(parents=True)
+    (clips / "train").mkdir()
+    np.save(clips / "test" / "clips.npy", test)
+    np.save(clips / "train" / "clips.npy", bouncing_squares(
+        np.random.default_rng(args.seed), args.steps * args.batch, 2 * args.frames, args.size))
 
     # trivial predictors on the same test set, to read the scores against
     baselines = {}
@@ -179,20 +157,18 @@ def main():
 
     rows = []
     for name in names:
-        start = time.perf_counter()
-        row = train_and_evaluate(name, args, test_x, test_y)
-        row["wall_s"] = time.perf_counter() - start
+        row = train_one(name, args, clips, run)
         rows.append(row)
         print(f"{name:12s} params {row['params']:>9,d}  fwd {row['forward_flops'] / 1e9:7.3f} "
               f"GFLOP  step {row['step_ms_median']:7.1f} ms  loss {row['final_train_loss']:.5f}  "
               f"MSE {row['test_mse']:8.2f}  SSIM {row['test_ssim']:.4f}  ({row['wall_s']:.0f} s)",
               flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "name"}
-    settings["data"] = ("bouncing squares (numpy, 2 squares per clip, fresh clips each step), "
+    settings["data"] = ("bouncing squares (numpy, 2 squares per clip, one clip per sample), "
                         f"{args.frames} -> {args.frames} frames of {args.size}x{args.size}x1")
     path = write_result(args.name, {"settings": settings, "baselines": baselines,
                                     "results": rows})
-    print(f"wrote {path}")
+    print(f"wrote {path} (runs in {run})")
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ def main():
         row = {"case": name, "shape": [args.batch, args.size, args.size, c], "kernel": k,
                "dilation": dilation}
         for impl, conv in IMPLS.items():
-            fwd = jax.jit(lambda x, w, conv=conv: conv(x, w, dilation, pad))
-            loss = lambda x, w, conv=conv: jnp.sum(conv(x, w, dilation, pad) ** 2)
+            fwd = jax.jit(lambda x, w, conv=conv, d=dilation, p=pad: conv(x, w, d, p))
+            loss = lambda x, w, conv=conv, d=dilation, p=pad: jnp.sum(conv(x, w, d, p) ** 2)
             bwd = jax.jit(jax.grad(loss, argnums=(0, 1)))
             row[f"{impl}_fwd_ms"] = median_ms(fwd, x, w, repeats=args.repeats)
             row[f"{impl}_fwd_bwd_ms"] = median_ms(bwd, x, w, repeats=args.repeats)

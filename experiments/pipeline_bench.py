@@ -20,11 +20,12 @@ from tau_jax import data
 from tau_jax.bench import benchmark
 from tau_jax.config import load_config_file
 from tau_jax.data.pipeline import train_batches
+from tau_jax.train.sharding import batch_sharding
 from tau_jax.train.sharding import make_mesh
 
 
 def pipeline_rate(source, batch: int, mesh: Mesh, steps: int) -> float:
-    it = train_batches(source, batch, mesh, seed=0)
+    it = train_batches(source, batch, batch_sharding(mesh), seed=0)
     jax.block_until_ready(next(it))  # threads started, first batch read
     start = time.perf_counter()
     for _ in range(steps):

@@ -6,7 +6,8 @@ end (compilation and evaluation included; the first run also generated the data)
 metrics are set beside copying the last input frame. The runs of 2026-12-03 shared the two cores
 with other work (tests, compiles), so their wall times are upper bounds; the committed recipe's
 time is measured alone on a fresh clone (README). Before them the quickstart was batch 16 for 400
-steps (6,400 sequences): MSE 116.9, SSIM 0.567 (README, 2026-11-21). Results accumulate in experiments/results/quickstart_recipe_cpu.json
+steps (6,400 sequences): MSE 116.9, SSIM 0.567 (README, 2026-11-21). Results accumulate in
+experiments/results/quickstart_recipe_cpu.json
 (a candidate already recorded is not run again), so the script can be stopped and rerun.
 
     python experiments/quickstart_recipe.py [NAME ...]    # default: every candidate

@@ -125,7 +125,8 @@ print("62x62 inputs ->", predictor.predict(inputs[:, :, 1:-1, 1:-1], horizon=T).
 # ## 5. A GIF
 #
 # `save_samples` writes a labelled PNG grid (per clip: inputs, targets, predictions with the
-# clip's MSE) and a GIF (the truth above the prediction, frame by frame, titled with the lead). (The CLI does the same: `tau-jax predict --workdir DIR --input clips.npy --horizon 20
+# clip's MSE) and a GIF (the truth above the prediction, frame by frame, titled with the lead). (The
+# CLI does the same: `tau-jax predict --workdir DIR --input clips.npy --horizon 20
 # --output pred.npy --gif`.)
 
 # %%

@@ -297,11 +297,10 @@ def _predict(_):
     predictor = predict.load(_WORKDIR.value, checkpoint=_CHECKPOINT.value)
     data = predictor.config.data
     t, _, _, c = predictor.in_shape
-    custom = data.get("name") == "custom"
+    custom = data.name == "custom"  # frames read as the custom dataset read its files
     frames = predict.read_inputs(
-        _INPUT.value, t, c,
-        grayscale=_GRAYSCALE.value or bool(custom and data.get("custom_grayscale", False)),
-        resize=tuple(data.get("custom_resize", (0, 0))) if custom else (0, 0))
+        _INPUT.value, t, c, grayscale=_GRAYSCALE.value or bool(custom and data.custom_grayscale),
+        resize=tuple(data.custom_resize) if custom else (0, 0))
     preds = predictor.predict(frames, _HORIZON.value, _BATCH_SIZE.value)
     written = [predict.save_array(out, preds)]
     if _GIF.value or _MP4.value:

@@ -56,7 +56,8 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
     config.data.custom_stride = 1      # custom: frames between the starts of consecutive windows
     config.data.custom_resize = (0, 0)  # custom: (H, W) to resize frames to, bilinear; (0, 0) keeps
     config.data.custom_grayscale = False  # custom images/videos: keep one (luma) channel
-    config.data.custom_normalize = "auto"  # custom: 'auto' (uint8 /255, float zscore), 'none', 'zscore', 'minmax'
+    config.data.custom_normalize = "auto"  # custom: 'auto' (uint8 /255, float zscore), 'none',
+    #                                        'zscore', 'minmax'
     config.data.custom_val_fraction = 0.0  # custom without split folders: share of sequences for val
     config.data.custom_test_fraction = 0.1  # custom without split folders: share of sequences for test
 
@@ -71,7 +72,8 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
     config.optim.warmup_epoch = 0      # cosine only: linear warm-up epochs from warmup_lr
     config.optim.warmup_lr = 1e-5      # cosine only: learning rate at the start of warm-up
     config.optim.min_lr = 1e-6         # cosine only: final learning rate
-    config.optim.weight_decay = 0.0    # adam: L2 added to the gradient (PyTorch Adam); adamw: decoupled; 0 in OpenSTL
+    config.optim.weight_decay = 0.0    # adam: L2 added to the gradient (PyTorch Adam); adamw:
+    #                                    decoupled; 0 in OpenSTL
     config.optim.clip_grad = 0.0       # global-norm gradient clipping, 0 = off
     config.optim.eps = 1e-8            # Adam epsilon (OpenSTL opt_eps None -> 1e-8)
     config.optim.betas = (0.9, 0.999)  # Adam (beta1, beta2); onecycle cycles beta1 0.95-0.85 instead

@@ -1,4 +1,4 @@
-"""Test metrics exactly as OpenSTL reports them (reference spec section 4), in bounded memory.
+"""Test metrics exactly as OpenSTL reports them (openstl/core/metrics.py), in bounded memory.
 
 Videos are channels-last arrays (N, T, H, W, C). The order of operations is OpenSTL's:
 de-normalise both arrays (x * std + mean), compute MSE / MAE / RMSE on the unclipped
@@ -25,7 +25,7 @@ except RMSE, whose curve is sqrt of the per-frame MSE (the usual lead-time RMSE)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.ndimage import uniform_filter

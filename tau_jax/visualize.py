@@ -2,9 +2,10 @@
 
 Matplotlib draws them (its object API on an Agg canvas: no pyplot, no global backend). A grid is
 one image of all frames (fast to draw), upscaled by an integer factor with nearest neighbours so a
-64x64 digit is readable, labelled around its edges. Video (1 or 3 channels) is shown as grey or RGB; a field (weather, traffic, or any
-other channel count) is drawn channel by channel with a colormap and a colorbar whose range is the
-ground truth's, so input, target and prediction share one scale.
+64x64 digit is readable, labelled around its edges. Video (1 or 3 channels) is shown as grey or RGB;
+a field (weather, traffic, or any other channel count) is drawn channel by channel with a
+colormap and a colorbar whose range is the ground truth's, so input, target and prediction share
+one scale.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def sample_figure(inputs, targets, preds, *, field: bool | None = None, channel_
             f"+{j + 1}" if j < t_out else "")
         ax.text(j * (pw + GAP) + pw / 2, -6, heading, ha="center", va="bottom", fontsize=8)
     if paint.field:
-        for b, (i, k) in enumerate(blocks):
+        for b, (_, k) in enumerate(blocks):
             paint.colorbar(fig, _bar_rect(fig, ax, b * (block_h + BLOCK_GAP), block_h, height),
                            k, names[k])
     if title:

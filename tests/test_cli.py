@@ -17,7 +17,7 @@ def test_summary_of_mmnist_tau():
     result = run_cli("summary", "--config", "configs/taxibj/tau.py", "--config.model.dw_impl=lax")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    # spec 9.2: TaxiBJ TAU encoder / decoder / translator split
+    # OpenSTL's TaxiBJ TAU encoder / decoder / translator split
     assert info["params_by_module"] == {"enc": 9_984, "dec": 46_434, "translator": 9_489_024}
     assert info["output_shape"] == [1, 4, 32, 32, 2]
     assert 2.49e9 < info["forward_flops"] / 2 < 2.75e9  # fvcore 2.492 G-MAC, XLA counts a bit more

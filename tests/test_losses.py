@@ -12,7 +12,8 @@ from tau_jax.losses import ddr, mse, tau_loss
 
 
 def reference_pair():
-    """spec 9.6: sin/cos videos (B, T, C, H, W) = (2, 10, 1, 16, 16), made channels-last."""
+    """OpenSTL's reference inputs: sin/cos videos (B, T, C, H, W) = (2, 10, 1, 16, 16), made
+    channels-last."""
     idx = np.arange(2 * 10 * 1 * 16 * 16, dtype=np.float64)
     to_nhwc = lambda a: a.reshape(2, 10, 1, 16, 16).transpose(0, 1, 3, 4, 2)
     return to_nhwc(0.5 + 0.5 * np.sin(0.37 * idx)), to_nhwc(0.5 + 0.5 * np.cos(0.11 * idx))

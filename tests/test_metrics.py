@@ -1,4 +1,4 @@
-"""Metrics against OpenSTL's reference values (spec 9.6), scikit-image, and their own invariants."""
+"""Metrics against values computed with OpenSTL's code, scikit-image, and their own invariants."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ RTOL = 1e-6
 
 
 def reference_pair():
-    """Spec 9.6 inputs, (B, T, C, H, W) = (2, 10, 1, 16, 16) made channels-last."""
+    """The reference inputs, (B, T, C, H, W) = (2, 10, 1, 16, 16) made channels-last."""
     idx = np.arange(2 * 10 * 1 * 16 * 16, dtype=np.float64)
     pred = (0.5 + 0.5 * np.sin(0.37 * idx)).reshape(2, 10, 1, 16, 16).transpose(0, 1, 3, 4, 2)
     true = (0.5 + 0.5 * np.cos(0.11 * idx)).reshape(2, 10, 1, 16, 16).transpose(0, 1, 3, 4, 2)

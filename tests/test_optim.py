@@ -1,5 +1,6 @@
-"""The optimiser as OpenSTL runs it: schedule values of spec 9.4, beta1 cycling inside Adam, per-epoch
-cosine, L2 / decoupled weight decay, torch-style clipping, EMA, config errors, sharded jit."""
+"""The optimiser as OpenSTL runs it: schedule values computed with PyTorch, beta1 cycling inside
+Adam, per-epoch cosine, L2 / decoupled weight decay, torch-style clipping, EMA, config errors,
+sharded jit."""
 
 import math
 
@@ -12,12 +13,12 @@ import pytest
 from tau_jax.config import base_config, load_config_file
 from tau_jax.train import optim
 
-# Spec 9.4: OneCycle, max lr 1e-3, N = 200 * 625 steps; values in force at optimiser step k.
+# PyTorch OneCycleLR, max lr 1e-3, N = 200 * 625 steps; values in force at optimiser step k.
 ONECYCLE_STEPS = (0, 625, 18750, 37499, 62500, 100000, 124999)
 ONECYCLE_LR = (4.000000e-05, 4.065786e-05, 5.200201e-04, 1.000000e-03, 8.117316e-04,
                1.882443e-04, 4.000000e-09)
 ONECYCLE_B1 = (0.95000, 0.94993, 0.90000, 0.85000, 0.86883, 0.93118, 0.95000)
-# Spec 9.4: cosine, TaxiBJ TAU (lr 5e-4, 50 epochs, warm-up 5 from 1e-5, min 1e-6); lr of epoch e.
+# OpenSTL cosine, TaxiBJ TAU (lr 5e-4, 50 epochs, warm-up 5 from 1e-5, min 1e-6); lr of epoch e.
 COSINE_LR = {0: 1.000e-05, 1: 1.080e-04, 2: 2.060e-04, 3: 3.040e-04, 4: 4.020e-04, 5: 4.878e-04,
              6: 4.825e-04, 10: 4.523e-04, 25: 2.505e-04, 40: 4.865e-05, 49: 1.492e-06}
 
@@ -30,7 +31,7 @@ def optim_cfg(**kw):
 
 
 def ref_onecycle(k, n, max_lr=1e-3, final_div=1e4):
-    """Spec 3.3 in float64: (lr, beta1) at step k."""
+    """OneCycleLR's formula in float64: (lr, beta1) at step k."""
     def cos(start, end, p):
         return end + (start - end) * (1 + math.cos(math.pi * p)) / 2
     e1 = 0.3 * n - 1
@@ -43,7 +44,7 @@ def ref_onecycle(k, n, max_lr=1e-3, final_div=1e4):
 
 
 def ref_cosine(e, lr=5e-4, epochs=50, warm=5, warm_lr=1e-5, min_lr=1e-6):
-    """Spec 3.3 in float64: lr of epoch e."""
+    """OpenSTL's cosine schedule (timm CosineLRScheduler) in float64: lr of epoch e."""
     if e < warm:
         return warm_lr + e * (lr - warm_lr) / warm
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * e / epochs))
@@ -146,7 +147,7 @@ def test_cosine_matches_spec_9_4_and_is_constant_per_epoch():
     lr = np.asarray(jax.jit(lr_fn)(steps)).reshape(cfg.train.epochs, spe)
     assert np.all(lr == lr[:, :1])                                   # constant within an epoch
     ref = np.array([ref_cosine(e) for e in range(cfg.train.epochs)])
-    np.testing.assert_allclose(lr[:, 0], ref, rtol=1e-6)              # spec 3.3 formula, float64
+    np.testing.assert_allclose(lr[:, 0], ref, rtol=1e-6)              # the formula, float64
     epochs = sorted(COSINE_LR)
     np.testing.assert_allclose(lr[epochs, 0], [COSINE_LR[e] for e in epochs], rtol=5e-4)  # 4 digits
     np.testing.assert_allclose(ref[epochs], [COSINE_LR[e] for e in epochs], rtol=5e-4)
@@ -270,8 +271,7 @@ def test_config_fields():
     c = base_config().optim
     assert (c.eps, tuple(c.betas), c.final_div_factor, c.ema_decay) == (1e-8, (0.9, 0.999),
                                                                        1e4, 0.0)
-    # a plain dict with OpenSTL defaults works too
-    tx, lr_fn = optim.create_optimizer({"lr": 1e-3}, np.int64(625), 200)  # numpy ints are fine
+    tx, lr_fn = optim.create_optimizer(optim_cfg(lr=1e-3), np.int64(625), 200)  # numpy ints are fine
     assert float(lr_fn(0)) == pytest.approx(4e-5, rel=1e-6)
 
 

@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import Mesh
 
 from tau_jax.data.pipeline import eval_batches, num_eval_batches, train_batches
+from tau_jax.train.sharding import batch_sharding, local_batch_size
 
 
 
@@ -31,6 +32,11 @@ def mesh_of(num_devices, fsdp=1):
     return Mesh(devices, ("data", "fsdp"))
 
 
+def batches_on(num_devices, fsdp=1):
+    """The batch sharding the trainer uses on a (data, fsdp) mesh of `num_devices`."""
+    return batch_sharding(mesh_of(num_devices, fsdp))
+
+
 def indices(batch):
     return np.asarray(batch)[:, 0, 0, 0, 0].astype(int).tolist()
 
@@ -41,8 +47,8 @@ def take(it, n):
 
 def test_same_global_batches_on_1_and_8_devices():
     source = ArraySource(37)
-    one = take(train_batches(source, 8, mesh_of(1), seed=3), 12)
-    eight = train_batches(source, 8, mesh_of(8, fsdp=2), seed=3)
+    one = take(train_batches(source, 8, batches_on(1), seed=3), 12)
+    eight = train_batches(source, 8, batches_on(8, fsdp=2), seed=3)
     first = next(eight)
     assert first.sharding.spec[0] == ("data", "fsdp")
     assert len(first.addressable_shards) == 8 and first.addressable_shards[0].data.shape[0] == 1
@@ -51,20 +57,20 @@ def test_same_global_batches_on_1_and_8_devices():
 
 def test_epochs_cover_the_data_and_are_reshuffled():
     source = ArraySource(16)
-    batches = take(train_batches(source, 4, mesh_of(1), seed=0), 8)
+    batches = take(train_batches(source, 4, batches_on(1), seed=0), 8)
     epoch1, epoch2 = sum(batches[:4], []), sum(batches[4:], [])
     assert sorted(epoch1) == sorted(epoch2) == list(range(16))
     assert epoch1 != epoch2
-    assert take(train_batches(source, 4, mesh_of(1), seed=1), 4) != batches[:4]
+    assert take(train_batches(source, 4, batches_on(1), seed=1), 4) != batches[:4]
 
 
 def test_resume_from_saved_state_gives_the_identical_next_batch():
     source = ArraySource(23)
-    it = train_batches(source, 4, mesh_of(2), seed=5)
+    it = train_batches(source, 4, batches_on(2), seed=5)
     take(it, 7)
     state = it.get_state()
     expected = take(it, 3)
-    resumed = train_batches(source, 4, mesh_of(2), seed=5)
+    resumed = train_batches(source, 4, batches_on(2), seed=5)
     resumed.set_state(state)
     assert take(resumed, 3) == expected
 
@@ -72,7 +78,7 @@ def test_resume_from_saved_state_gives_the_identical_next_batch():
 def test_eval_covers_the_split_exactly_once_with_a_padding_mask():
     source = ArraySource(13)
     got, real = [], 0
-    for frames, mask in eval_batches(source, 4, mesh_of(4)):
+    for frames, mask in eval_batches(source, 4, batches_on(4)):
         assert frames.shape == (4, 4, 2, 2, 1) and mask.shape == (4,)
         m = np.asarray(mask)
         got += [i for i, keep in zip(indices(frames), m) if keep]
@@ -87,12 +93,12 @@ def test_eval_covers_the_split_exactly_once_with_a_padding_mask():
 ])
 def test_batch_not_divisible_is_a_clear_error(batch, devices, message):
     with pytest.raises(ValueError, match=message):
-        train_batches(ArraySource(10), batch, mesh_of(devices), seed=0)
+        local_batch_size(batch, mesh_of(devices))
 
 
 def test_empty_source_is_a_clear_error():
     with pytest.raises(ValueError, match="split is empty"):
-        next(eval_batches(ArraySource(0), 4, mesh_of(1)))
+        next(eval_batches(ArraySource(0), 4, batches_on(1)))
 
 
 WORKER = textwrap.dedent("""
@@ -108,7 +114,8 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from test_pipeline import ArraySource, indices
     from tau_jax.data.pipeline import eval_batches, train_batches
-    mesh = Mesh(np.array(jax.devices()).reshape(4, 1), ("data", "fsdp"))
+    from tau_jax.train.sharding import batch_sharding
+    mesh = batch_sharding(Mesh(np.array(jax.devices()).reshape(4, 1), ("data", "fsdp")))
     local = lambda a: np.concatenate([np.asarray(s.data) for s in sorted(
         a.addressable_shards, key=lambda s: s.index[0].start)])
     it = train_batches(ArraySource(37), 8, mesh, seed=3)
@@ -124,7 +131,7 @@ WORKER = textwrap.dedent("""
 def test_two_processes_each_read_their_own_half(tmp_path):
     from conftest import run_two_processes  # here: the workers import this module, not conftest
     halves = run_two_processes(WORKER, tmp_path)
-    single = take(train_batches(ArraySource(37), 8, mesh_of(4), seed=3), 5)
+    single = take(train_batches(ArraySource(37), 8, batches_on(4), seed=3), 5)
     for step, batch in enumerate(single):
         assert halves[0]["train"][step] == batch[:4]
         assert halves[1]["train"][step] == batch[4:]

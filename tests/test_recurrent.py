@@ -170,7 +170,8 @@ def test_layer_norm_keys_and_layout(name):
         # a LayerNorm affine: PyTorch stores it (C, H, W)
         layer, gate = names[0].split("_")[-1], names[1][:-len("_ln")]
         key = f"cell_list.{layer}.{gate}.1.{'weight' if names[-1] == 'scale' else 'bias'}"
-        state_dict[key] = rng.normal(size=(leaf.shape[2], leaf.shape[0], leaf.shape[1])).astype(np.float32)
+        shape = (leaf.shape[2], leaf.shape[0], leaf.shape[1])
+        state_dict[key] = rng.normal(size=shape).astype(np.float32)
     for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
         names = [k.key for k in path]
         if names[-1] != "kernel":

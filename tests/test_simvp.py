@@ -39,7 +39,7 @@ def test_param_count_equals_openstl(path):
 @pytest.mark.parametrize("d,expected", [(640, 7_914_240), (512, 5_086_208), (256, 1_297_920),
                                         (128, 337_664)])
 def test_tau_block_param_closed_form(d, expected):
-    # spec 9.2: a TAU block of width d has 3d^2 + 2dR + 11R + 2dh + 86d parameters
+    # a TAU block of width d has 3d^2 + 2dR + 11R + 2dh + 86d parameters
     cfg = default_model_config("tau")
     cfg.update(in_shape=(1, 8, 8, d // 2), hid_S=d // 2, hid_T=d, N_S=2, N_T=2)
     block = shapes_of(cfg)["params"]["translator"]["enc_1"]["block"]

@@ -201,7 +201,8 @@ def three_steps(config, mesh):
     tx, _ = optim.create_optimizer(config.optim, 2, config.train.epochs)
     state, shardings = loop.init_state(config, tx, mesh)
     step = loop.make_train_step(loop.models.build(config.model), config, tx, shardings, mesh)
-    batches = train_batches(data.get_source(config.data, "train"), 8, mesh, seed=0)
+    batches = train_batches(data.get_source(config.data, "train"), 8, sharding.batch_sharding(mesh),
+                            seed=0)
     losses = []
     for _ in range(3):
         state, metrics = step(state, next(batches))
@@ -246,7 +247,8 @@ WORKER = textwrap.dedent("""
     tx, _ = optim.create_optimizer(config.optim, 2, config.train.epochs)
     state, shardings = loop.init_state(config, tx, mesh)
     step = loop.make_train_step(models.build(config.model), config, tx, shardings, mesh)
-    batches = train_batches(data.get_source(config.data, "train"), 8, mesh, seed=0)
+    batches = train_batches(data.get_source(config.data, "train"), 8, sharding.batch_sharding(mesh),
+                            seed=0)
     losses = []
     for _ in range(3):
         state, metrics = step(state, next(batches))
@@ -361,7 +363,7 @@ def test_workdir_saved_before_a_model_field_existed_is_accepted(dataset, tmp_pat
     (tmp_path / "config.json").write_text(json.dumps(saved))
     check_workdir(tmp_path, config)  # no error
     old = load_config(tmp_path)  # resuming with the run's own (older) config
-    assert "tau_ablation" not in old.model
+    assert old.model.tau_ablation == "none"  # made whole where it is loaded
     check_workdir(tmp_path, old)
     config.model.tau_ablation = "no_sa"
     with pytest.raises(ValueError, match=r"model.tau_ablation: 'none' there, 'no_sa' now"):

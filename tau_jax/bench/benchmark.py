@@ -39,9 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from tau_jax import models
-from tau_jax.data.pipeline import batch_sharding
 from tau_jax.train import loop, optim
-from tau_jax.train.sharding import make_mesh
+from tau_jax.train.sharding import batch_sharding, make_mesh
 
 # Dense peak TFLOP/s per device from the vendors' datasheets: (device_kind substring, dtype).
 # float32 on NVIDIA Ampere and later is TF32 tensor-core math, XLA:GPU's default for f32 convs and

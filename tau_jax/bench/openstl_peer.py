@@ -93,8 +93,7 @@ class Peer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
         self.model = build_model(config.model, path).to(self.device)
-        # OpenSTL's PredRNN method feeds patches and a sampling mask; its SimVP method frames
-        self.recurrent = models.family_of(config.model.name).OPENSTL_METHOD == "predrnn"
+        self.recurrent = models.family_of(config.model.name).OPENSTL_FEED == "patches"
         self.amp = precision == "bf16"
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and

@@ -2,13 +2,14 @@
 
 `from_openstl(model_config, state_dict)` builds the tau-jax model for the config, asks its family
 for the OpenSTL key and layout of every Flax leaf, and fails with one message listing missing,
-unexpected and mis-shaped keys. A state dict maps PyTorch key names to numpy arrays (as in a `.pth` file).
+unexpected and mis-shaped keys. A state dict maps PyTorch key names to numpy arrays (as in a `.pth`
+file).
 `load_pth(path)` reads a real `.pth` file; it needs torch, which nothing else here does.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

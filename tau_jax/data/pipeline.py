@@ -1,4 +1,4 @@
-"""Input pipeline: a random-access source -> grain -> global batches sharded over the mesh.
+"""Input pipeline: a random-access source -> grain -> global batches placed by a sharding.
 
 Global batches are defined on one global sample order (the source shuffled by `seed`, reshuffled
 every epoch), independent of the number of processes and devices: process p of P reads rows
@@ -14,35 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
-BATCH_AXES = ("data", "fsdp")  # mesh axes the batch dimension is split over (those present)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batch dimension split over the mesh's data (and fsdp) axes, other dimensions replicated."""
-    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-    if not axes:
-        raise ValueError(f"mesh axes {mesh.axis_names} include none of {BATCH_AXES}.")
-    return NamedSharding(mesh, PartitionSpec(axes))
-
-
-def local_batch_size(global_batch_size: int, mesh: Mesh, field: str = "data.batch_size") -> int:
-    """Rows of a global batch this process loads; checks the batch splits evenly (errors name
-    the config `field` the batch size came from)."""
-    sharding = batch_sharding(mesh)
-    shards = int(np.prod([mesh.shape[a] for a in sharding.spec[0]]))
-    if global_batch_size <= 0 or global_batch_size % shards:
-        raise ValueError(f"{field} = {global_batch_size} must be a positive multiple of "
-                         f"the {shards} devices the batch is split over (mesh {dict(mesh.shape)}).")
-    if global_batch_size % jax.process_count():
-        raise ValueError(f"{field} = {global_batch_size} must be divisible by the "
+def _local_rows(global_batch_size: int, sharding: NamedSharding) -> int:
+    """Rows of a global batch this process loads (train.sharding.local_batch_size has checked
+    the batch against the mesh and names the config field)."""
+    rows = global_batch_size // jax.process_count()
+    if global_batch_size < 1 or rows * jax.process_count() != global_batch_size:
+        raise ValueError(f"a global batch of {global_batch_size} does not split over "
                          f"{jax.process_count()} processes.")
-    return global_batch_size // jax.process_count()
+    sharding.shard_shape((global_batch_size,))  # ValueError when the devices do not divide it
+    return rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,22 +61,22 @@ def _to_global(sharding: NamedSharding, global_batch: int):
     return put
 
 
-def train_batches(source, global_batch_size: int, mesh: Mesh, seed: int, *,
+def train_batches(source, global_batch_size: int, sharding: NamedSharding, seed: int, *,
                   num_threads: int = 4, prefetch: int = 2) -> Iterator[jax.Array]:
-    """Endless (grain) iterator of global training batches `(B, T+T', H, W, C)`, sharded over
-    the batch axes; `get_state()` / `set_state()` resume it exactly (deterministic in (seed,
-    step))."""
+    """Endless (grain) iterator of global training batches `(B, T+T', H, W, C)` placed by
+    `sharding` (train.sharding.batch_sharding); `get_state()` / `set_state()` resume it exactly
+    (deterministic in (seed, step))."""
     import grain  # here, not at the top: the train step and benchmark run without grain
     if len(source) == 0:
         raise ValueError("the training split is empty.")
-    local = local_batch_size(global_batch_size, mesh)
+    local = _local_rows(global_batch_size, sharding)
     order = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
     rows = _LocalRow(order, global_batch_size, local, jax.process_index())
     ds = (grain.MapDataset.range(0, sys.maxsize).map(rows).map(_Read(source))
           .batch(local, drop_remainder=True))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                               prefetch_buffer_size=max(prefetch * local, 1)))
-    it = it.map(_to_global(batch_sharding(mesh), global_batch_size))
+    it = it.map(_to_global(sharding, global_batch_size))
     return iter(grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch))
 
 
@@ -97,7 +84,7 @@ def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
     return -(-num_examples // global_batch_size)
 
 
-def eval_batches(source, global_batch_size: int, mesh: Mesh, *,
+def eval_batches(source, global_batch_size: int, sharding: NamedSharding, *,
                  num_threads: int = 4) -> Iterator[tuple[jax.Array, jax.Array]]:
     """Every sample of `source` exactly once, in order, as (frames, mask) global batches; the
     last batch is padded with copies of sample 0 and `mask` (B,) is False on the padding."""
@@ -105,8 +92,7 @@ def eval_batches(source, global_batch_size: int, mesh: Mesh, *,
     n = len(source)
     if n == 0:
         raise ValueError("the evaluation split is empty.")
-    local = local_batch_size(global_batch_size, mesh, "data.eval_batch_size")
-    sharding = batch_sharding(mesh)
+    local = _local_rows(global_batch_size, sharding)
     positions = _EvalRow(global_batch_size, local, jax.process_index() * local)
     ds = (grain.MapDataset.range(num_eval_batches(n, global_batch_size) * local)
           .map(positions).map(_ReadMasked(source, n)).batch(local))

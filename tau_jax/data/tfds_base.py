@@ -184,7 +184,7 @@ def _snapshot(roots: Iterable[pathlib.Path]) -> set[str]:
     seen = set()
     for root in roots:
         if root.exists():
-            for dirpath, dirnames, filenames in os.walk(root):
+            for dirpath, _, filenames in os.walk(root):
                 seen.add(dirpath)
                 seen.update(os.path.join(dirpath, f) for f in filenames)
     return seen
@@ -196,7 +196,7 @@ def _empty_dirs_created(paths_before: set[str], roots: Iterable[pathlib.Path]
     for root in roots:
         if not root.exists():
             continue
-        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for dirpath, _, _ in os.walk(root, topdown=False):
             if dirpath not in paths_before:
                 out.append(pathlib.Path(dirpath))
     return out

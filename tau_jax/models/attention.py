@@ -17,7 +17,8 @@ N(0, 0.02)), biases 0, LayerNorm 1 / 0. GELU is the exact (erf) form.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

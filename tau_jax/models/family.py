@@ -5,8 +5,9 @@ there is to know about its models; the trainer, `predict`, `convert` and the ben
 up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
 
     NAMES                     the `model.name` values it builds
-    OPENSTL_METHOD            the OpenSTL method that trains it ('simvp', 'predrnn'): how the
-                              PyTorch peer of the benchmark feeds and steps the model
+    OPENSTL_FEED              what OpenSTL's training method feeds the model: 'frames' (T
+                              frames in, T' out) or 'patches' (all T+T' frames patched, with a
+                              scheduled-sampling mask); the benchmark's PyTorch peer follows it
     model_config(name)        its `model` config section: every field, its default and meaning
     build(cfg, dtypes)        checks the section (one ValueError naming the field), the module
     example_inputs(cfg)       keyword arguments of a batch-1 call, for `init`
@@ -30,13 +31,14 @@ registers it in FAMILIES.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SEAM = ("NAMES", "OPENSTL_METHOD", "model_config", "build", "example_inputs", "loss", "predict",
+SEAM = ("NAMES", "OPENSTL_FEED", "model_config", "build", "example_inputs", "loss", "predict",
         "model_pass", "frame_rule", "openstl_key", "openstl_model")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,

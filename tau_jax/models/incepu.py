@@ -7,7 +7,8 @@ OpenSTL. All layers keep PyTorch's default init.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 from flax import linen as nn

@@ -8,7 +8,8 @@ TAU and gSTA differ only in the attention module they plug in (tau.py, gsta.py).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax.numpy as jnp
 from flax import linen as nn

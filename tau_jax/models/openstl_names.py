@@ -3,7 +3,7 @@ families' `openstl_key` functions are made of."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

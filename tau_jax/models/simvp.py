@@ -164,7 +164,7 @@ TRANSLATORS = {"tau": tau.translator, "gsta": gsta.translator, "incepu": incepu.
                "timesformer": timesformer.translator, "tps": tps.translator}
 NAMES = tuple(TRANSLATORS)
 ATTENTION_NAMES = ("timesformer", "tps")
-OPENSTL_METHOD = "simvp"
+OPENSTL_FEED = "frames"
 OPENSTL_MODEL_TYPES = {"tau": "tau", "gsta": "gSTA", "incepu": "incepu"}  # SimVP_Model's model_type
 
 
@@ -187,7 +187,7 @@ def model_config(name: str = "tau") -> ml_collections.ConfigDict:
     m.drop = 0.0                      # dropout inside MixMlp
     m.drop_path = 0.0                 # stochastic depth of the last translator block
     m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)
-    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (by backend)
+    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (backend)
     m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
     m.param_dtype = "float32"         # parameter storage dtype
     if name in ATTENTION_NAMES:
@@ -200,7 +200,7 @@ def model_config(name: str = "tau") -> ml_collections.ConfigDict:
         m.window_size = 8                 # tps: attention window side on the token grid; must divide it
         m.shift_ratio = 1.0               # tps: fraction of heads moved by the temporal patch shift
         m.channel_shift_ratio = 0.125     # tps: fraction of each head's channels shifted each way
-        m.relative_bias = "3d"            # tps: '3d' (paper; t-aware, per frame) or '2d' (parameter-free)
+        m.relative_bias = "3d"            # tps: '3d' (paper; t-aware, per frame), '2d' (parameter-free)
     return m
 
 

@@ -1,7 +1,7 @@
 """TimeSformer (Bertasius et al., ICML 2021) as a SimVP translator.
 
-Reference facts: shared/reference/temporal_modules.md section 1 (facebookresearch/TimeSformer).
-Adapted to dense prediction as that note recommends (section 1.6): no CLS token, tokens are
+Follows the official code (github facebookresearch/TimeSformer), adapted to dense prediction:
+no CLS token, tokens are
 patches of the encoder's per-frame latent maps, and the tokens are projected back to the latent
 map at the end, so the translator maps `(B, T, h, w, C)` to the same shape.
 

@@ -1,7 +1,7 @@
 """TPS, Temporal Patch Shift (Xiang et al., ECCV 2022), as a SimVP translator.
 
-Reference facts: shared/reference/temporal_modules.md section 2 (MartinXM/TPS). As that note
-recommends (2.7), one Swin stage at one resolution works on the latent video's tokens
+Follows the official code (github MartinXM/TPS), adapted to dense prediction: one Swin stage at
+one resolution works on the latent video's tokens
 `(B, T, h/p, w/p, D)` (`latent_patch` p, D = hid_T): 2D window attention inside each frame, with
 temporal mixing injected by parameter-free shifts of the window tokens.
 

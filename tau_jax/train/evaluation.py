@@ -12,11 +12,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tau_jax import data, models, visualize
-from tau_jax.data.pipeline import batch_sharding, eval_batches
+from tau_jax.data.pipeline import eval_batches
 from tau_jax.metrics import MetricAccumulator
 from tau_jax.train.checkpoint import abstract_like, restore_part
 from tau_jax.train.predictions import PredictionWriter
-from tau_jax.train.sharding import make_mesh, tree_shardings
+from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh, tree_shardings
 from tau_jax.train.workdir import check_source_matches_model, load_config
 
 
@@ -43,7 +43,7 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     t = config.model.in_shape[0]
     raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
     shown = None
-    for frames, mask in eval_batches(source, config.data.eval_batch_size, mesh):
+    for frames, mask in eval_batches(source, config.data.eval_batch_size, batch_sharding(mesh)):
         pred = predict_step(variables, frames)
         frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
                               for a in (frames, pred, mask))
@@ -106,6 +106,7 @@ def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "b
     config = config or load_config(workdir)
     model = models.build(config.model)
     mesh = make_mesh(config.train.mesh)
+    local_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     step, variables = restore_variables(config, workdir, mesh, checkpoint)
     source = data.get_source(config.data, config.data.eval_split)
     check_source_matches_model(source, config.model)

@@ -76,7 +76,7 @@ def _remove_if_empty(created: list[pathlib.Path]) -> None:
     """Remove the folders a refused run created, when nothing but empty folders is in them."""
     if not created:
         return
-    for root, dirs, files in os.walk(created[0], topdown=False):
+    for root, _, files in os.walk(created[0], topdown=False):
         if not files:
             with contextlib.suppress(OSError):
                 os.rmdir(root)

@@ -31,19 +31,19 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tau_jax import data, models
-from tau_jax.data.pipeline import batch_sharding, local_batch_size, train_batches
+from tau_jax.data.pipeline import train_batches
 from tau_jax.train import console, optim
 from tau_jax.train.evaluation import (check_checkpoint_choice, evaluate_split, make_predict_step,
                                       save_pictures)
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.preemption import Preempted, Preemption
-from tau_jax.train.sharding import make_mesh, replicated, tree_shardings
+from tau_jax.train.sharding import (batch_sharding, local_batch_size, make_mesh, replicated,
+                                    tree_shardings)
 from tau_jax.train.state import TrainState
 from tau_jax.train.workdir import (LOG_FILE, METRICS_FILE, PARAMETERS_FILE, check_config,
-                                   check_source_matches_model, check_workdir, load_config,
-                                   metrics_json, save_config, save_normalisation,
-                                   schedule_epochs, write_atomic)
+                                   check_source_matches_model, check_workdir, metrics_json,
+                                   save_config, save_normalisation, schedule_epochs, write_atomic)
 from tau_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,12 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
         raise ValueError(f"data.batch_size = {config.data.batch_size} exceeds the "
                          f"{train_source.epoch_size} training sequences of an epoch.")
     total_steps = config.train.max_steps or config.train.epochs * steps_per_epoch
+    local_batch_size(config.data.batch_size, mesh)
     local_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     tx, lr_fn = optim.create_optimizer(config.optim, steps_per_epoch,
                                        schedule_epochs(config, steps_per_epoch))
-    batches = train_batches(train_source, config.data.batch_size, mesh, config.train.seed)
+    batches = train_batches(train_source, config.data.batch_size, batch_sharding(mesh),
+                            config.train.seed)
 
     abstract, shardings, make = state_template(config, tx, mesh)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)

@@ -1,4 +1,4 @@
-"""The optimiser and learning-rate schedules, as OpenSTL runs them (reference spec section 3).
+"""The optimiser and learning-rate schedules, as OpenSTL runs them (its Adam + OneCycle / cosine).
 
 * Adam (eps 1e-8, betas (0.9, 0.999)), or AdamW. `weight_decay` follows PyTorch: for 'adam' it is
   L2 regularisation added to the gradient before the moments (torch.optim.Adam), for 'adamw' it is
@@ -20,8 +20,8 @@ weight_decay > 0.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ import optax
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 
-# torch.optim.lr_scheduler.OneCycleLR defaults that OpenSTL leaves in place (spec 3.3).
+# torch.optim.lr_scheduler.OneCycleLR defaults that OpenSTL leaves in place.
 ONECYCLE_PCT_START = 0.3
 ONECYCLE_DIV_FACTOR = 25.0
 ONECYCLE_BASE_MOMENTUM = 0.85
@@ -138,14 +138,6 @@ def _adam_chain(learning_rate, b1, *, b2: float, eps: float, weight_decay: float
     return optax.chain(*parts)
 
 
-def _get(cfg, name: str, default):
-    try:
-        value = cfg.get(name, default)
-    except AttributeError:
-        value = getattr(cfg, name, default)
-    return default if value is None else value
-
-
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -155,47 +147,49 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def check(c) -> None:
+    """One ValueError naming the field, for an `optim` section no optimiser can be made from
+    (run by `train` before anything is built, and by `create_optimizer`)."""
+    lr, largest = c.lr, float(np.finfo(np.float32).max)
+    _check(c.optimizer in OPTIMIZERS,
+           f"optim.optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}.")
+    _check(c.sched in SCHEDULES, f"optim.sched must be one of {SCHEDULES}, got {c.sched!r}.")
+    _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= largest,
+           f"optim.lr must be a positive number within float32 range (<= {largest:.3g}), "
+           f"got {lr}.")
+    _check(_is_int(c.warmup_epoch) and c.warmup_epoch >= 0,
+           f"optim.warmup_epoch must be an integer >= 0, got {c.warmup_epoch!r}.")
+    _check(c.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {c.weight_decay}.")
+    _check(c.clip_grad >= 0, f"optim.clip_grad must be >= 0 (0 = off), got {c.clip_grad}.")
+    _check(c.eps >= 0, f"optim.eps must be >= 0, got {c.eps}.")
+    _check(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas),
+           f"optim.betas must be two numbers in [0, 1), got {tuple(c.betas)}.")
+    _check(c.final_div_factor > 0,
+           f"optim.final_div_factor must be positive, got {c.final_div_factor}.")
+    _check(0 <= c.ema_decay < 1,
+           f"optim.ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}.")
+
+
 def create_optimizer(optim_config, steps_per_epoch: int,
                      epochs: int) -> tuple[optax.GradientTransformation, Schedule]:
     """(transformation, lr_fn) for the `optim` config section; lr_fn(step) is the learning rate
     used by the update at 0-based optimiser step `step` (a Python int or a jax integer)."""
     c = optim_config
-    optimizer = _get(c, "optimizer", "adam")
-    sched = _get(c, "sched", "onecycle")
-    lr = float(_get(c, "lr", 1e-3))
-    warmup_epoch = _get(c, "warmup_epoch", 0)
-    warmup_lr = float(_get(c, "warmup_lr", 1e-5))
-    min_lr = float(_get(c, "min_lr", 1e-6))
-    weight_decay = float(_get(c, "weight_decay", 0.0))
-    clip_grad = float(_get(c, "clip_grad", 0.0))
-    eps = float(_get(c, "eps", 1e-8))
-    betas = tuple(_get(c, "betas", (0.9, 0.999)))
-    final_div_factor = float(_get(c, "final_div_factor", 1e4))
-    ema_decay = float(_get(c, "ema_decay", 0.0))
-
-    _check(optimizer in OPTIMIZERS,
-           f"optim.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
-    _check(sched in SCHEDULES, f"optim.sched must be one of {SCHEDULES}, got {sched!r}.")
-    _check(math.isfinite(lr) and lr > 0, f"optim.lr must be a positive number, got {lr}.")
+    check(c)
     _check(_is_int(steps_per_epoch) and steps_per_epoch >= 1,
            f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}.")
     _check(_is_int(epochs) and epochs >= 1,
            f"train.epochs must be an integer >= 1, got {epochs!r}.")
-    _check(_is_int(warmup_epoch) and 0 <= warmup_epoch < epochs,
+    _check(0 <= c.warmup_epoch < epochs,
            f"optim.warmup_epoch must be an integer in [0, train.epochs = {epochs}), "
-           f"got {warmup_epoch!r}.")
-    _check(weight_decay >= 0, f"optim.weight_decay must be >= 0, got {weight_decay}.")
-    _check(clip_grad >= 0, f"optim.clip_grad must be >= 0 (0 = off), got {clip_grad}.")
-    _check(eps >= 0, f"optim.eps must be >= 0, got {eps}.")
-    _check(len(betas) == 2 and all(0 <= b < 1 for b in betas),
-           f"optim.betas must be two numbers in [0, 1), got {betas}.")
-    _check(final_div_factor > 0,
-           f"optim.final_div_factor must be positive, got {final_div_factor}.")
-    _check(0 <= ema_decay < 1, f"optim.ema_decay must be in [0, 1) (0 = off), got {ema_decay}.")
-
+           f"got {c.warmup_epoch!r}.")
+    optimizer, sched, lr = c.optimizer, c.sched, float(c.lr)
+    warmup_epoch, warmup_lr, min_lr = c.warmup_epoch, float(c.warmup_lr), float(c.min_lr)
+    weight_decay, clip_grad, eps = float(c.weight_decay), float(c.clip_grad), float(c.eps)
+    betas = tuple(c.betas)
     steps_per_epoch, epochs, warmup_epoch = int(steps_per_epoch), int(epochs), int(warmup_epoch)
     if sched == "onecycle":
-        lr_fn, b1 = onecycle_schedules(lr, epochs * steps_per_epoch, final_div_factor)
+        lr_fn, b1 = onecycle_schedules(lr, epochs * steps_per_epoch, float(c.final_div_factor))
     else:
         _check(warmup_lr >= 0, f"optim.warmup_lr must be >= 0, got {warmup_lr}.")
         _check(min_lr >= 0, f"optim.min_lr must be >= 0, got {min_lr}.")

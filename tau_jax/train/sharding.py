@@ -1,9 +1,11 @@
-"""Device mesh and shardings for SPMD training (jit + NamedSharding; no pmap).
+"""Device mesh and shardings for SPMD training (jit + NamedSharding; no pmap): the one place
+where anything says how arrays are laid out over devices.
 
 The mesh has axes ('data', 'fsdp'). Batches are split over both (every device sees different
-sequences). Parameters and optimiser state are replicated, or with fsdp > 1 each array is split
-along its largest dimension divisible by the fsdp size (small arrays stay replicated): a
-shape-based rule that needs no per-module annotations, so every model family shards the same way.
+sequences; the input pipeline places them with `batch_sharding`). Parameters and optimiser
+state are replicated, or with fsdp > 1 each array is split along its largest dimension divisible
+by the fsdp size (small arrays stay replicated): a shape-based rule that needs no per-module
+annotations, so every model family shards the same way.
 """
 
 from __future__ import annotations
@@ -55,3 +57,25 @@ def tree_shardings(tree, mesh: Mesh):
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch dimension split over the mesh's data (and fsdp) axes, other dimensions replicated."""
+    axes = tuple(a for a in AXES if a in mesh.axis_names)
+    if not axes:
+        raise ValueError(f"mesh axes {mesh.axis_names} include none of {AXES}.")
+    return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def local_batch_size(global_batch_size: int, mesh: Mesh, field: str = "data.batch_size") -> int:
+    """Rows of a global batch this process loads; checks the batch splits evenly (errors name
+    the config `field` the batch size came from)."""
+    sharding = batch_sharding(mesh)
+    shards = int(np.prod([mesh.shape[a] for a in sharding.spec[0]]))
+    if global_batch_size <= 0 or global_batch_size % shards:
+        raise ValueError(f"{field} = {global_batch_size} must be a positive multiple of "
+                         f"the {shards} devices the batch is split over (mesh {dict(mesh.shape)}).")
+    if global_batch_size % jax.process_count():
+        raise ValueError(f"{field} = {global_batch_size} must be divisible by the "
+                         f"{jax.process_count()} processes.")
+    return global_batch_size // jax.process_count()

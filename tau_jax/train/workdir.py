@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from tau_jax.config import base_config
+from tau_jax.train import optim
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,7 @@ INT_FIELDS = (("data", "batch_size", 1), ("data", "eval_batch_size", 1),
 
 def check_config(config) -> None:
     """One ValueError naming the field, for values no run can use, before anything is built."""
-    lr, largest = config.optim.lr, float(np.finfo(np.float32).max)
-    if not (isinstance(lr, (int, float)) and 0 < lr <= largest):
-        raise ValueError(f"optim.lr must be a positive number within float32 range "
-                         f"(<= {largest:.3g}), got {lr}.")
+    optim.check(config.optim)
     for section, field, low in INT_FIELDS:
         value = config[section][field]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -146,7 +144,10 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a tau-jax workdir "
                                 "(run `tau-jax train` there first).")
     saved = read_json(path)
-    config = base_config(saved.get("model", {}).get("name", "tau"))
+    name = saved.get("model", {}).get("name")
+    if name is None:
+        raise ValueError(f"{path} names no model (model.name); restore it from a backup.")
+    config = base_config(name)
     for section, fields in saved.items():
         for field, value in fields.items() if section in config else ():
             if field in config[section]:

@@ -23,7 +23,7 @@ from tau_jax.models.recurrent.model import ConvLSTM, PredRNN, PredRNNv2, rollout
 from tau_jax.models.recurrent.sampling import mask_from_config, mask_length
 
 NAMES = ("predrnn", "predrnnv2", "convlstm")
-OPENSTL_METHOD = "predrnn"
+OPENSTL_FEED = "patches"
 _MODULES = {"predrnn": PredRNN, "predrnnv2": PredRNNv2, "convlstm": ConvLSTM}
 
 
@@ -40,7 +40,7 @@ def model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     m.layer_norm = 0                  # 1 = LayerNorm over (H/p, W/p, channels) after each gate conv
     m.reverse_scheduled_sampling = int(name == "predrnnv2")  # 1 = reverse sched. sampling
     m.decouple_beta = 0.1             # predrnnv2: weight of the memory-decoupling loss
-    m.remat = False                   # recompute each time step in the backward pass: less memory, more time
+    m.remat = False                   # recompute each step in the backward pass: less memory, more time
     m.scheduled_sampling = 1          # standard schedule: 0 = always feed own predictions
     m.sampling_stop_iter = 50000      # standard schedule: iteration at which eta reaches 0
     m.sampling_changing_rate = 2e-5   # standard schedule: eta decrease per iteration

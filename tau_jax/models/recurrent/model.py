@@ -12,7 +12,8 @@ are kept as parameters (zero gradient) so parameter counts and OpenSTL checkpoin
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
