@@ -105,7 +105,7 @@ def train_one(name: str, args, clips: pathlib.Path, run: pathlib.Path) -> dict:
         "forward_flops": info["forward_flops"],
         "compile_s": logged(log, r"First step done in ([\d.]+) s")[0],
         "step_ms_median": 1e3 / float(np.median(logged(log, r"steps_per_s ([\d.]+)"))),
-        "final_train_loss": logged(log, r"train: loss ([\d.e+-]+)")[-1],
+        "final_train_loss": logged(log, r"train: .*\bloss ([\d.e+-]+)")[-1],
         "wall_s": wall,
         **{f"test_{k}": float(scores[k]) for k in ("mse", "mae", "ssim", "psnr")},
     }
@@ -141,10 +141,9 @@ def main():
     test_x, test_y = test[:, :args.frames], test[:, args.frames:]
     run = pathlib.Path(tempfile.mkdtemp(prefix="compare_translators_"))
     clips = run / "clips"
-    (clips / "test").mkdir(parents=True)
-    (clips / "train").mkdir()
-    np.save(clips / "test" / "clips.npy", test)
-    np.save(clips / "train" / "clips.npy", bouncing_squares(
+    clips.mkdir()
+    np.save(clips / "test.npy", test)
+    np.save(clips / "train.npy", bouncing_squares(
         np.random.default_rng(args.seed), args.steps * args.batch, 2 * args.frames, args.size))
 
     # trivial predictors on the same test set, to read the scores against

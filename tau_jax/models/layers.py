@@ -65,7 +65,7 @@ def resolve_dw_impl(impl: str) -> str:
 
     On CPU the shift-and-sum ('taps') form is several times faster than XLA's grouped convolution
     (experiments/results/depthwise_cpu.json). On GPU/TPU the grouped convolution stays the default
-    until the GPU benchmark of issue #7 says otherwise.
+    until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise.
     """
     if impl not in DW_IMPLS:
         raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
