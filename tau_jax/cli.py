@@ -35,8 +35,11 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's in
 _INPUT = flags.DEFINE_string("input", None, "predict: .npy/.npz, image folder or video file.")
 _HORIZON = flags.DEFINE_integer("horizon", None, "predict: frames to predict.")
 _OUTPUT = flags.DEFINE_string("output", None,
-                               "predict: the .npy file of the predictions; benchmark: the JSON "
-                               "file of the results; vis: the PNG/GIF path without its suffix.")
+                               "predict: the .npy file of the predictions; benchmark, compile: the "
+                               "JSON file of the results; vis: the PNG/GIF path without its "
+                               "suffix.")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "compile: Cloud TPU slice (v5e-8, v4-32, ...) "
+                                "or shape (v5e:2x4).")
 _GIF = flags.DEFINE_bool("gif", False, "predict: also write a PNG grid and a GIF next to it.")
 _MP4 = flags.DEFINE_bool("mp4", False, "predict, vis: also write the GIF's frames as an MP4.")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", False, "predict: reduce RGB inputs to luma.")
@@ -352,6 +355,16 @@ def _benchmark(_):
 
 
 @_guarded
+def _compile(_):
+    _quiet_libraries()
+    from tau_jax.bench import benchmark, tpu_plan
+    report = tpu_plan.plan(_CONFIG.value, _TOPOLOGY.value)
+    print(tpu_plan.table(report))
+    if _OUTPUT.value:
+        print(f"wrote {benchmark.write(report, _OUTPUT.value)}")
+
+
+@_guarded
 def _data(argv):
     from tau_jax import data
     args = argv[1:]
@@ -402,8 +415,10 @@ def main(argv=None):
             # before any --config.x=y override, which config_flags parses after the file
             argv.insert(1, "--config=" + os.path.join(os.path.dirname(__file__), "data",
                                                       "default_config.py"))
-    if command in ("train", "summary", "convert", "benchmark"):
+    if command in ("train", "summary", "convert", "benchmark", "compile"):
         flags.mark_flag_as_required("config")
+    if command == "compile":
+        flags.mark_flag_as_required("topology")
     if command in ("train", "eval", "predict", "convert", "vis"):
         flags.mark_flag_as_required("workdir")
     if command == "predict":
@@ -414,7 +429,8 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - _fail re-raises what is not a user's error
         _fail(command, e, argv)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
-             "vis": _vis, "summary": _summary, "benchmark": _benchmark, "data": _data}[command],
+             "vis": _vis, "summary": _summary, "benchmark": _benchmark, "compile": _compile,
+             "data": _data}[command],
             argv=argv,
             flags_parser=_parse_flags)
 

@@ -71,6 +71,14 @@ COMMANDS = {
          "warmup", "openstl", "breakdown", "profile", "peak_tflops", "output"),
         "With --openstl PATH, OpenSTL's PyTorch model runs in the same process and the ratios "
         "are printed."),
+    "compile": Command(
+        "plan a Cloud TPU job on this computer: memory, collectives and step time per device",
+        "tau-jax compile --config FILE --topology v5e-8|v4-32|v5e:2x4 [--output F.json]",
+        "tau-jax compile --config configs/mmnist/tau.py --topology v5e-8 "
+        "--config.data.batch_size=256",
+        ("config", "topology", "output"),
+        "Compiles the train step for the TPU topology ahead of time (needs libtpu: "
+        "pip install -e '.[tpu]'); the numbers are compiler estimates, not measurements."),
     "data": Command(
         "prepare a dataset ahead of time, or draw a few of its sequences",
         "tau-jax data {prepare,show} NAME [--data_dir DIR] [--manual_dir DIR] [--out grid.png] "

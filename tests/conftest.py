@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import tau_jax  # noqa: F401 - first: with libtpu installed it keeps JAX (and subprocesses) off the TPU backend
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
