@@ -33,7 +33,7 @@ def test_unknown_command_lists_the_commands():
     result = run_cli("fly")
     assert result.returncode == 2
     assert result.stderr.strip() == ("tau-jax: unknown command 'fly'; the commands are train, "
-                                     "eval, predict, vis, convert, summary, benchmark, data "
+                                     "eval, predict, vis, convert, summary, benchmark, compile, data "
                                      "(`tau-jax --help` says what each does).")
 
 

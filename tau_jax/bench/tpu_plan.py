@@ -162,8 +162,9 @@ def plan(config, topology: str) -> dict:
         "per_device_batch": batch // ways, "hbm_bytes_per_device": int(chip.hbm_gib * 2 ** 30),
         "peak_bf16_tflops": chip.peak_bf16_tflops, "hbm_gbps": chip.hbm_gbps,
     }
-    cache = jax.config.jax_enable_compilation_cache  # a TPU program cannot be read back here
-    jax.config.update("jax_enable_compilation_cache", False)
+    # not into the persistent compilation cache: a CPU host cannot load a TPU program back
+    cache = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
     try:
         compiled = step.lower(abstract, frames).compile()
     except Exception as e:  # noqa: BLE001 - XlaRuntimeError: the program is too large for HBM
@@ -171,7 +172,7 @@ def plan(config, topology: str) -> dict:
             raise
         return {**report, "fits": False, "compiler_says": _first_line(e)}
     finally:
-        jax.config.update("jax_enable_compilation_cache", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", cache)
     return {**report, **_analysis(compiled, chip, len(devices), report["hbm_bytes_per_device"])}
 
 
