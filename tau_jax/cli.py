@@ -257,8 +257,9 @@ def _eval(_):
 def _vis(_):
     import pathlib
     import numpy as np
-    from tau_jax import visualize
+    from tau_jax import data, visualize
     from tau_jax.train import predictions
+    from tau_jax.train.workdir import load_config
     if _CMAP.value is not None:
         visualize.colormap(_CMAP.value)  # an unknown name: one sentence before any reading
     workdir = pathlib.Path(_WORKDIR.value)
@@ -272,19 +273,21 @@ def _vis(_):
     if not chosen or any(not 0 <= i < n for i in chosen):
         raise ValueError(f"--sequences {','.join(_SEQUENCES.value)}: the saved predictions of "
                          f"step {step} hold sequences 0 to {n - 1}.")
-    channels, names = slice(None), None
+    conventions = data.metric_conventions(load_config(workdir).data)  # MSE labels, channels
+    channels, names = slice(None), conventions["channel_names"]
     if _CHANNEL.value is not None:
-        if not 0 <= _CHANNEL.value < c:
-            raise ValueError(f"--channel {_CHANNEL.value}: the frames have "
+        k = _CHANNEL.value
+        if not 0 <= k < c:
+            raise ValueError(f"--channel {k}: the frames have "
                              + ("one channel, 0." if c == 1 else f"channels 0 to {c - 1}."))
-        channels, names = slice(_CHANNEL.value, _CHANNEL.value + 1), [f"channel {_CHANNEL.value}"]
+        channels, names = slice(k, k + 1), [names[k] if names else f"channel {k}"]
     inputs, trues, preds = (np.asarray(arrays[k][chosen][..., channels])
                             for k in predictions.ARRAYS)
     stem = pathlib.Path(_OUTPUT.value) if _OUTPUT.value else (
         workdir / predictions.FOLDER / str(step) / f"vis_{'_'.join(map(str, chosen))}")
     paths = visualize.save_samples(
         inputs, trues, preds, stem, mp4=_MP4.value, channel_names=names, cmap=_CMAP.value,
-        ids=chosen,
+        ids=chosen, spatial_norm=conventions["spatial_norm"],
         field=True if _CHANNEL.value is not None else None,
         title=f"step {step}, sequences {', '.join(map(str, chosen))}")
     print(f"wrote {', '.join(map(str, paths))}")
@@ -293,23 +296,26 @@ def _vis(_):
 @_guarded
 def _predict(_):
     _quiet_libraries()
-    from tau_jax import predict
+    from tau_jax import data, predict
     if _HORIZON.value is None:
         raise ValueError("--horizon is required (frames to predict).")
     out = predict.output_path(_OUTPUT.value)  # checked before any work
     predictor = predict.load(_WORKDIR.value, checkpoint=_CHECKPOINT.value)
-    data = predictor.config.data
+    data_config = predictor.config.data
     t, _, _, c = predictor.in_shape
-    custom = data.name == "custom"  # frames read as the custom dataset read its files
+    custom = data_config.name == "custom"  # frames read as the custom dataset read its files
     frames = predict.read_inputs(
-        _INPUT.value, t, c, grayscale=_GRAYSCALE.value or bool(custom and data.custom_grayscale),
-        resize=tuple(data.custom_resize) if custom else (0, 0))
+        _INPUT.value, t, c,
+        grayscale=_GRAYSCALE.value or bool(custom and data_config.custom_grayscale),
+        resize=tuple(data_config.custom_resize) if custom else (0, 0))
     preds = predictor.predict(frames, _HORIZON.value, _BATCH_SIZE.value)
     written = [predict.save_array(out, preds)]
     if _GIF.value or _MP4.value:
         from tau_jax.visualize import save_samples
+        names = data.metric_conventions(data_config)["channel_names"]
         written += [str(p) for p in save_samples(frames, None, preds, out.with_suffix(""),
-                                                 mp4=_MP4.value, title=f"step {predictor.step}")]
+                                                 mp4=_MP4.value, title=f"step {predictor.step}",
+                                                 channel_names=names)]
     print(f"predicted {preds.shape} (N, horizon, H, W, C) from {frames.shape} at step "
           f"{predictor.step}; wrote {', '.join(map(str, written))}")
 

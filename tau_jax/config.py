@@ -31,7 +31,12 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
     config.data.name = "moving_mnist"  # dataset builder name
     config.data.batch_size = 16        # global training batch (sequences)
     config.data.eval_batch_size = 16   # global evaluation batch (sequences)
-    config.data.metrics = ("mse", "mae", "ssim", "psnr")  # OpenSTL's metric list for the dataset
+    config.data.metrics = ()           # () = the dataset's OpenSTL list (video: mse mae ssim psnr,
+    #                                    weather: mse rmse mae); or any of mse mae rmse ssim psnr
+    config.data.spatial_norm = "auto"  # MSE/MAE of a frame: 'sum' of its values (video), 'mean'
+    #                                    (weather), 'auto' = the dataset's convention
+    config.data.clip_range = ()        # predictions clipped to (low, high) before SSIM/PSNR;
+    #                                    () = the dataset's ((0, 1), as OpenSTL)
     config.data.eval_split = "test"    # split evaluated during training (OpenSTL validates on test)
     config.data.data_dir = ""          # prepared datasets; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.manual_dir = ""        # manually downloaded files; '' = <data_dir>/downloads/manual

@@ -71,7 +71,7 @@ def psnr_per_frame(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return -10.0 * np.log10(mse)
 
 
-def _check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
+def check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not names:
         raise ValueError("metrics is empty; choose from " + ", ".join(KNOWN_METRICS) + ".")
@@ -111,7 +111,7 @@ class MetricAccumulator:
                  mean=None, std=None, spatial_norm: bool = False,
                  clip_range: tuple[float, float] = (0.0, 1.0),
                  channel_names: Sequence[str] | str | None = None):
-        self.metrics = _check_metrics(metrics)
+        self.metrics = check_metrics(metrics)
         if (mean is None) != (std is None):
             raise ValueError("mean and std must be given together to de-normalise.")
         self.mean = None if mean is None else np.asarray(mean, np.float64)

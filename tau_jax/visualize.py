@@ -99,11 +99,14 @@ def _bar_rect(fig, ax, top: int, rows: int, height: int) -> tuple[float, float, 
 
 
 def sample_figure(inputs, targets, preds, *, field: bool | None = None, channel_names=None,
-                  title: str = "", cmap: str | None = None, ids=None) -> Figure:
+                  title: str = "", cmap: str | None = None, ids=None,
+                  spatial_norm: bool = False) -> Figure:
     """Per sequence (and channel, for a field) three rows: the T inputs (t = -T+1 .. 0), the
     T' targets and the T' predictions (lead +1 .. +T'), the prediction row labelled with the
-    sequence's MSE. Arrays are (N, T, H, W, C) / (N, T', H, W, C) in display units; `targets`
-    may be None (predictions of new data); `ids` name the sequences (default 0, 1, ...)."""
+    sequence's MSE (a frame's squared errors summed, or averaged with `spatial_norm`, as the
+    dataset's metrics are). Arrays are (N, T, H, W, C) / (N, T', H, W, C) in display units;
+    `targets` may be None (predictions of new data); `ids` name the sequences (default 0, 1,
+    ...)."""
     from tau_jax.metrics import evaluate
     inputs, preds = np.asarray(inputs, np.float32), np.asarray(preds, np.float32)
     targets = None if targets is None else np.asarray(targets, np.float32)
@@ -128,7 +131,8 @@ def sample_figure(inputs, targets, preds, *, field: bool | None = None, channel_
         y_block = b * (block_h + BLOCK_GAP)
         part = slice(None) if k is None else slice(k, k + 1)  # a field: the channel's MSE
         mse = None if targets is None else evaluate(
-            preds[i:i + 1, ..., part], targets[i:i + 1, ..., part], "mse")["mse"]
+            preds[i:i + 1, ..., part], targets[i:i + 1, ..., part], "mse",
+            spatial_norm=spatial_norm)["mse"]
         for r, kind in enumerate(kinds):
             frames = {"input": inputs, "target": targets, "prediction": preds}[kind][i]
             y = y_block + r * (ph + GAP)
@@ -203,7 +207,8 @@ def clip_frames(inputs, targets, preds, *, field: bool | None = None, channel_na
 
 def save_samples(inputs, targets, preds, stem: str | pathlib.Path, mp4: bool = False, *,
                  field: bool | None = None, channel_names=None, title: str = "",
-                 cmap: str | None = None, ids=None) -> tuple[pathlib.Path, ...]:
+                 cmap: str | None = None, ids=None,
+                 spatial_norm: bool = False) -> tuple[pathlib.Path, ...]:
     """Write `<stem>.png` (sample_figure), `<stem>.gif` (clip_frames, 4 frames a second) and
     with `mp4` the same clip as `<stem>.mp4` (H.264 through imageio's bundled ffmpeg). A
     `cmap` draws every channel with that colormap (as a field)."""
@@ -213,7 +218,7 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path, mp4: bool = F
     kw = dict(field=field, channel_names=channel_names, title=title, cmap=cmap, ids=ids)
     png = stem.with_suffix(".png")
     with _naming(png):
-        sample_figure(inputs, targets, preds, **kw).savefig(png)
+        sample_figure(inputs, targets, preds, spatial_norm=spatial_norm, **kw).savefig(png)
     frames = clip_frames(inputs, targets, preds, **kw)
     gif = stem.with_suffix(".gif")
     with _naming(gif):
@@ -233,28 +238,39 @@ def save_samples(inputs, targets, preds, stem: str | pathlib.Path, mp4: bool = F
 
 def lead_time_figure(metrics: dict, title: str = "") -> Figure:
     """One panel per metric with a per-frame curve (`<m>_per_frame`): the model against copying
-    the last input frame (`copy_last_<m>_per_frame`), by lead time."""
+    the last input frame (`copy_last_<m>_per_frame`), by lead time; a row per metric, its
+    per-variable curves (`<m>_<variable>_per_frame`, multi-variable weather) beside it."""
     names = [k[:-len("_per_frame")] for k, v in metrics.items()
              if k.endswith("_per_frame") and not k.startswith("copy_last_") and np.ndim(v) == 1]
     if not names:
         raise ValueError("no per-frame metrics ('<metric>_per_frame') to plot.")
-    fig = Figure(figsize=(3.2 * len(names), 2.8), dpi=DPI)  # fixed margins: fast to draw
+    rows = [[m] + [n for n in names if n.startswith(m + "_")] for m in names if "_" not in m]
+    cols = max(map(len, rows))
+    fig = Figure(figsize=(3.2 * cols, 2.6 * len(rows) + 0.3), dpi=DPI)  # fixed margins: fast
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.25 / len(names), right=0.99, bottom=0.17,
-                        top=0.8 if title else 0.88, wspace=0.3)
-    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
-        model = np.asarray(metrics[f"{name}_per_frame"])
-        lead = np.arange(1, len(model) + 1)
-        ax.plot(lead, model, "o-", ms=3, label="model")
-        baseline = metrics.get(f"copy_last_{name}_per_frame")
-        if baseline is not None:
-            ax.plot(lead, np.asarray(baseline), "s--", ms=3, color="0.5",
-                    label="copy last input frame")
-        ax.set_xlabel("lead time (frames)")
-        ax.set_title(METRIC_LABELS.get(name.split("_")[0], name), fontsize=9)
-        ax.set_xticks(lead if len(lead) <= 12 else lead[::max(1, len(lead) // 10)])
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=8)
+    fig.subplots_adjust(left=0.25 / cols, right=0.99, bottom=0.17 / len(rows),
+                        top=1 - (0.2 if title else 0.12) / len(rows), wspace=0.3,
+                        hspace=0.55)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for row, panels in zip(axes, rows):
+        for ax, name in zip(row, panels):
+            model = np.asarray(metrics[f"{name}_per_frame"])
+            lead = np.arange(1, len(model) + 1)
+            ax.plot(lead, model, "o-", ms=3, label="model")
+            baseline = metrics.get(f"copy_last_{name}_per_frame")
+            if baseline is not None:
+                ax.plot(lead, np.asarray(baseline), "s--", ms=3, color="0.5",
+                        label="copy last input frame")
+            ax.set_xlabel("lead time (frames)")
+            metric, _, variable = name.partition("_")
+            label = METRIC_LABELS.get(metric, metric)
+            ax.set_title(label.replace(" (", f" {variable} (", 1) if variable else label,
+                         fontsize=9)
+            ax.set_xticks(lead if len(lead) <= 12 else lead[::max(1, len(lead) // 10)])
+            ax.grid(alpha=0.3)
+        for ax in row[len(panels):]:
+            ax.set_visible(False)
+    axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -21,6 +21,8 @@ import contextlib
 import errno
 import importlib
 
+from tau_jax import metrics
+
 _MODULES = {
     "moving_mnist": "moving_mnist", "mmnist": "moving_mnist",
     "taxibj": "taxibj",
@@ -44,6 +46,32 @@ def module(name: str):
         raise ValueError(f"Unknown dataset config.data.name={name!r}; choose one of "
                          f"{sorted(_MODULES)}.")
     return importlib.import_module(f"tau_jax.data.{_MODULES[name]}")
+
+
+SPATIAL_NORM = {"sum": False, "mean": True}  # config.data.spatial_norm ('auto': the dataset's)
+
+
+def metric_conventions(data_config) -> dict:
+    """Keyword arguments of `tau_jax.metrics.MetricAccumulator` for the dataset: its OpenSTL
+    conventions (the dataset module's `conventions`), with config.data.metrics, spatial_norm
+    and clip_range overriding them where set. ValueError naming the field for a bad value."""
+    data_config = _data_section(data_config)
+    own = module(data_config.name).conventions(data_config)
+    mode = data_config.spatial_norm
+    if mode != "auto" and mode not in SPATIAL_NORM:
+        raise ValueError(f"config.data.spatial_norm must be 'auto', 'sum' or 'mean', got "
+                         f"{mode!r}.")
+    clip = tuple(data_config.clip_range) or own.clip_range
+    if len(clip) != 2 or not float(clip[0]) < float(clip[1]):
+        raise ValueError(f"config.data.clip_range must be () or (low, high) with low < high, "
+                         f"got {tuple(data_config.clip_range)}.")
+    try:
+        names = metrics.check_metrics(tuple(data_config.metrics) or own.metrics)
+    except ValueError as e:
+        raise ValueError(f"config.data.metrics: {e}") from None
+    return dict(metrics=names, clip_range=(float(clip[0]), float(clip[1])),
+                spatial_norm=own.spatial_norm if mode == "auto" else SPATIAL_NORM[mode],
+                channel_names=own.channel_names)
 
 
 def get_source(data_config, split: str):

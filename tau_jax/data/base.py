@@ -5,6 +5,7 @@ not import tensorflow_datasets (the CLI and the train loop import without it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -17,6 +18,21 @@ SPLITS = ("train", "val", "test")
 
 # ----------------------------------------------------------------------------------------
 # Config fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+    """How OpenSTL scores a dataset (tau_jax.metrics): its metric list; whether MSE / MAE
+    average a frame's values (`spatial_norm`, weather) or sum them (video); the range
+    predictions are clipped to before SSIM / PSNR; the channel groups reported one by one."""
+
+    metrics: tuple[str, ...]
+    spatial_norm: bool
+    clip_range: tuple[float, float] = (0.0, 1.0)
+    channel_names: tuple[str, ...] | None = None
+
+
+VIDEO = Conventions(("mse", "mae", "ssim", "psnr"), spatial_norm=False)  # MMNIST, TaxiBJ, KTH
 
 
 def data_dir_of(data_config) -> pathlib.Path:

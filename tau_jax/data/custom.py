@@ -291,3 +291,10 @@ def get_source(data_config, split: str) -> sources.Source:
                                 in_frames=md["in_frames"], out_frames=md["out_frames"],
                                 channels=md["shape"][-1], sub=sub, div=div, mean=mean, std=std,
                                 starts=starts)
+
+
+def conventions(data_config) -> base.Conventions:
+    """Video conventions (MSE / MAE summed over a frame, SSIM and PSNR on predictions clipped
+    to [0, 1]); for fields in physical units set config.data.spatial_norm / clip_range / metrics."""
+    del data_config
+    return base.VIDEO

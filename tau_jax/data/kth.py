@@ -196,3 +196,10 @@ def get_source(data_config, split: str) -> sources.Source:
                                 split=split, in_frames=md["in_frames"],
                                 out_frames=md["out_frames"], channels=1, sub=0.0, div=255.0,
                                 starts=md["starts"][split])
+
+
+def conventions(data_config) -> base.Conventions:
+    """OpenSTL's KTH metrics but LPIPS (it needs pretrained AlexNet weights): MSE and MAE summed
+    over a frame's pixels, SSIM, PSNR."""
+    del data_config
+    return base.VIDEO

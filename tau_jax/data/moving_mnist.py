@@ -269,3 +269,9 @@ def get_source(data_config, split: str) -> sources.Source:
     return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
                                 in_frames=b.params["in_frames"],
                                 out_frames=b.params["out_frames"], channels=1, sub=0.0, div=255.0)
+
+
+def conventions(data_config) -> base.Conventions:
+    """OpenSTL's Moving MNIST metrics: MSE and MAE summed over a frame's pixels, SSIM, PSNR."""
+    del data_config
+    return base.VIDEO

@@ -139,3 +139,10 @@ def get_source(data_config, split: str) -> sources.Source:
     b = prepare(data_config)
     return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
                                 in_frames=4, out_frames=4, channels=2)
+
+
+def conventions(data_config) -> base.Conventions:
+    """OpenSTL's TaxiBJ metrics: MSE and MAE summed over a frame's 2 x 32 x 32 values, SSIM,
+    PSNR, all on the [0, 1] scale."""
+    del data_config
+    return base.VIDEO

@@ -389,3 +389,12 @@ def get_source(data_config, split: str) -> sources.Source:
                                 channels=len(md["variables"]), sub=norm["mean"],
                                 div=norm["std"], mean=train["mean"], std=train["std"],
                                 starts=starts)
+
+
+def conventions(data_config) -> base.Conventions:
+    """OpenSTL's WeatherBench metrics: MSE, RMSE and MAE averaged over the grid (spatial_norm),
+    in physical units; with several channels also per channel (mse_t2m, ...), the plain keys
+    then being the mean over channels."""
+    labels = tuple(c.label for c in parse_variables(data_config.weather_variables))
+    return base.Conventions(("mse", "rmse", "mae"), spatial_norm=True,
+                            channel_names=labels if len(labels) > 1 else None)

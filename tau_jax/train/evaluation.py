@@ -37,9 +37,9 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
     `samples` (inputs, targets, predictions) in display units; `keep` receives every sequence's
     (inputs, targets, predictions) in display units, in order."""
-    metric_names = tuple(config.data.metrics)
-    acc = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
-    baseline = MetricAccumulator(metric_names, mean=source.mean, std=source.std)
+    conventions = data.metric_conventions(config.data)
+    acc = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
+    baseline = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
     t = config.model.in_shape[0]
     raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
     shown = None
@@ -61,12 +61,16 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     return metrics, shown
 
 
-def save_pictures(folder: pathlib.Path, step: int, metrics: dict, shown, writer) -> None:
-    """samples/step_N.{png,gif} (labelled sample grid and clip) and step_N_lead_time.png (each
-    metric by lead time against copying the last input frame), also shown in TensorBoard."""
+def save_pictures(folder: pathlib.Path, step: int, metrics: dict, shown, writer,
+                  conventions: dict) -> None:
+    """samples/step_N.{png,gif} (labelled sample grid and clip, each sequence's MSE under the
+    dataset's `conventions`) and step_N_lead_time.png (each metric by lead time against copying
+    the last input frame), also shown in TensorBoard."""
     stem = folder / f"step_{step:08d}"
     if shown is not None:
-        png, _ = visualize.save_samples(*shown, stem, title=f"step {step}")
+        png, _ = visualize.save_samples(*shown, stem, title=f"step {step}",
+                                        spatial_norm=conventions["spatial_norm"],
+                                        channel_names=conventions["channel_names"])
         writer.image(step, "eval/samples", visualize.figure_array(png))
     lead = visualize.save_lead_time(metrics, f"{stem}_lead_time.png", f"step {step}")
     writer.image(step, "eval/lead_time", visualize.figure_array(lead))

@@ -229,7 +229,8 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every
     step = int(state.step)
-    writer = MetricWriter(workdir, total_steps, config.data.metrics)
+    conventions = data.metric_conventions(config.data)
+    writer = MetricWriter(workdir, total_steps, conventions["metrics"])
     sums, count, last_eval = None, 0, {}
     progress = None  # made after the first step, so its rate and ETA leave the compilation out
     stack = contextlib.ExitStack()
@@ -239,7 +240,7 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
             bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
         writer.scalars(step, metrics, "eval")
         if jax.process_index() == 0:
-            save_pictures(workdir / "samples", step, metrics, shown, writer)
+            save_pictures(workdir / "samples", step, metrics, shown, writer, conventions)
         return metrics
 
     try:

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tau_jax import data
 from tau_jax.config import base_config
 from tau_jax.train import optim
 
@@ -100,6 +101,7 @@ INT_FIELDS = (("data", "batch_size", 1), ("data", "eval_batch_size", 1),
 def check_config(config) -> None:
     """One ValueError naming the field, for values no run can use, before anything is built."""
     optim.check(config.optim)
+    data.metric_conventions(config.data)
     for section, field, low in INT_FIELDS:
         value = config[section][field]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -1,0 +1,108 @@
+"""Weather runs score with OpenSTL's weather conventions: MSE / RMSE / MAE averaged over the grid
+in physical units, per variable, everywhere a run reports metrics."""
+
+import json
+
+import numpy as np
+import pytest
+
+from test_data_builders import write_nc
+from test_train import cli
+from tau_jax import data, train
+from tau_jax.config import base_config
+from tau_jax.train.workdir import check_config
+
+YEARS = dict(weather_train_years=(2010, 2011), weather_val_years=(2012, 2012),
+             weather_test_years=(2013, 2013))
+
+
+@pytest.fixture(scope="module")
+def weather_files(tmp_path_factory):
+    """WeatherBench 5.625-degree NetCDF files of t2m and t (500, 850 hPa), 20 hours a year."""
+    root = tmp_path_factory.mktemp("weather")
+    man = root / "manual" / "weather_5_625deg"
+    for year in (2010, 2011, 2012, 2013):
+        write_nc(man, "2m_temperature", "t2m", year, 20)
+        write_nc(man, "temperature", "t", year, 20, levels=[500, 850])
+    return root
+
+
+def weather_config(root, **data_fields):
+    config = base_config()
+    config.model.update(in_shape=(3, 32, 64, 2), out_frames=2, hid_S=8, hid_T=16, N_S=2, N_T=2,
+                        dw_impl="lax")
+    config.data.update(name="weatherbench", weather_variables=("t2m", "t@850"),
+                       data_dir=str(root / "tfds"), manual_dir=str(root / "manual"), in_frames=3,
+                       out_frames=2, batch_size=8, eval_batch_size=8, **YEARS, **data_fields)
+    config.train.update(epochs=1, max_steps=2, log_every_steps=1, num_samples=2)
+    return config
+
+
+def openstl_weather_metric(pred, true):
+    """OpenSTL's metric(..., spatial_norm=True, channel_names=[...]) in plain numpy, float64:
+    per channel the grid-mean squared / absolute error over all samples and lead times, RMSE the
+    root of that MSE; the plain keys the mean over channels."""
+    err = pred.astype(np.float64) - true.astype(np.float64)
+    mse = np.mean(err ** 2, axis=(0, 1, 2, 3))
+    mae = np.mean(np.abs(err), axis=(0, 1, 2, 3))
+    out = {"mse": mse.mean(), "mae": mae.mean(), "rmse": np.sqrt(mse).mean()}
+    for k, name in enumerate(("t2m", "t@850")):
+        out.update({f"mse_{name}": mse[k], f"mae_{name}": mae[k], f"rmse_{name}": np.sqrt(mse[k])})
+    return out
+
+
+def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path):
+    run = tmp_path / "run"
+    final = train.train_and_evaluate(weather_config(weather_files), run)
+    assert "ssim" not in final and "psnr" not in final
+    metrics = train.evaluate(run, checkpoint="latest", save_predictions=True)
+    saved = {k: np.load(f"{metrics['predictions']}/{k}.npy") for k in ("trues", "preds")}
+    assert 240 < float(saved["trues"][..., 0].mean()) < 270  # kelvin, not normalised
+    want = openstl_weather_metric(saved["preds"], saved["trues"])
+    for key, value in want.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-5), key
+        assert final[key] == pytest.approx(value, rel=1e-5), key
+    assert metrics["rmse_t2m_per_frame"].shape == (2,)
+    # the baseline under the same conventions, and the labels of the run's pictures
+    last = saved["trues"] * 0 + np.load(f"{metrics['predictions']}/inputs.npy")[:, -1:]
+    assert metrics["copy_last_mse"] == pytest.approx(
+        openstl_weather_metric(last, saved["trues"])["mse"], rel=1e-5)
+    assert (run / "samples" / "step_00000002.png").exists()
+
+
+def test_conventions_per_dataset_and_overrides(weather_files):
+    config = weather_config(weather_files)
+    assert data.metric_conventions(config.data) == dict(
+        metrics=("mse", "rmse", "mae"), spatial_norm=True, clip_range=(0.0, 1.0),
+        channel_names=("t2m", "t@850"))
+    config.data.update(weather_variables=("t2m",), metrics=("mse", "ssim"), spatial_norm="sum",
+                       clip_range=(200.0, 320.0))
+    assert data.metric_conventions(config.data) == dict(
+        metrics=("mse", "ssim"), spatial_norm=False, clip_range=(200.0, 320.0),
+        channel_names=None)
+    video = base_config()
+    assert data.metric_conventions(video.data) == dict(
+        metrics=("mse", "mae", "ssim", "psnr"), spatial_norm=False, clip_range=(0.0, 1.0),
+        channel_names=None)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("metrics", ("mse", "lpips"), "config.data.metrics: LPIPS is not available"),
+    ("spatial_norm", "average", "config.data.spatial_norm must be 'auto', 'sum' or 'mean'"),
+    ("clip_range", (1.0, 0.0), r"config.data.clip_range must be \(\) or \(low, high\)"),
+])
+def test_bad_conventions_are_refused_before_any_work(weather_files, field, value, message):
+    config = weather_config(weather_files)
+    config.data[field] = value
+    with pytest.raises(ValueError, match=message):
+        check_config(config)
+
+
+def test_eval_command_prints_weather_metrics(weather_files, tmp_path):
+    run = tmp_path / "run"
+    train.train_and_evaluate(weather_config(weather_files), run)
+    proc = cli("eval", f"--workdir={run}", "--checkpoint=latest")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "rmse_t2m" in out and "ssim" not in out
+    assert json.loads((run / "eval_metrics.json").read_text())["mse"] > 0
