@@ -106,3 +106,56 @@ def test_eval_command_prints_weather_metrics(weather_files, tmp_path):
     assert proc.returncode == 0, out
     assert "rmse_t2m" in out and "ssim" not in out
     assert json.loads((run / "eval_metrics.json").read_text())["mse"] > 0
+
+
+# OpenSTL's published parameter counts of its weather models (its weather benchmark tables), in
+# millions; every shipped config of a model OpenSTL has is listed.
+PUBLISHED = {
+    "t2m_5_625": {"tau": 12.22, "gsta": 12.76, "incepu": 14.67, "predrnn": 23.57,
+                  "convlstm": 14.98},
+    "mv_4_s6_5_625": {"tau": 9.55, "gsta": 9.96, "incepu": 13.80, "predrnn": 24.56,
+                      "convlstm": 15.50},
+    "t2m_1_40625": {"tau": 12.29, "gsta": 12.76, "incepu": 14.67, "predrnn": 23.84,
+                    "convlstm": 15.08},
+}
+# Rows whose published count is not the model of OpenSTL's config for that setting (see README):
+# t2m ConvLSTM's 14.98M is the 2-channel (uv10) model's; the 1.40625-degree gSTA / IncepU rows
+# are the 5.625-degree models' (N_S 2); 1.40625-degree TAU (N_S 4, as its config) has 12.28M.
+OTHER_MODEL = {("t2m_5_625", "convlstm"): dict(in_shape=(12, 32, 64, 2)),
+               ("t2m_1_40625", "gsta"): dict(N_S=2, in_shape=(12, 32, 64, 1)),
+               ("t2m_1_40625", "incepu"): dict(N_S=2, in_shape=(12, 32, 64, 1)),
+               ("t2m_1_40625", "tau"): None}
+
+
+@pytest.mark.parametrize("setting", sorted(PUBLISHED))
+def test_weather_configs_and_openstl_parameter_counts(setting):
+    import jax
+    from tau_jax import models
+    from tau_jax.config import load_config_file
+    from test_train import ROOT
+
+    def millions(model_config):
+        shapes = jax.eval_shape(lambda: models.init(model_config, jax.random.key(0)))
+        return round(models.count_params(shapes["params"]) / 1e6, 2)
+
+    files = sorted((ROOT / "configs" / "weather" / setting).glob("*.py"))
+    assert [f.stem for f in files] == sorted(["tau", "gsta", "incepu", "predrnn", "convlstm",
+                                              "timesformer", "tps"])
+    for path in files:
+        config = load_config_file(path)
+        check_config(config)
+        t, h, w, c = config.model.in_shape
+        conventions = data.metric_conventions(config.data)
+        assert conventions["metrics"] == ("mse", "rmse", "mae") and conventions["spatial_norm"]
+        assert (conventions["channel_names"] is None) == (c == 1)
+        assert (config.data.in_frames, config.data.out_frames) == (t, config.model.out_frames)
+        name = path.stem
+        if name not in PUBLISHED[setting]:
+            continue  # the attention translators are not OpenSTL models
+        other = OTHER_MODEL.get((setting, name), {})
+        if other is None:  # no model we know of has the published count
+            assert millions(config.model) == 12.28
+            continue
+        model_config = config.model.copy_and_resolve_references()
+        model_config.update(other)
+        assert millions(model_config) == PUBLISHED[setting][name], path
