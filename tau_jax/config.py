@@ -55,6 +55,8 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
     config.data.weather_test_years = (2017, 2018)   # weatherbench: first and last test year
     config.data.weather_step = 1       # weatherbench: keep every step-th hour (OpenSTL's MV: 6)
     config.data.weather_resolution = 5.625  # weatherbench: grid spacing in degrees (5.625: 32x64)
+    config.data.weather_zarr = ""      # weatherbench: a WeatherBench2 zarr store (path or gs://)
+    #                                    read instead of the NetCDF files (weatherbench2.py)
     config.data.weather_openstl_norm = False  # weatherbench: z-score val/test with own stats (OpenSTL)
     config.data.custom_path = ""       # custom: .npy/.npz, folder of image-sequence folders or videos
     config.data.custom_layout = "auto"  # custom arrays: 'NTHWC', 'NTCHW', 'auto' (error if ambiguous)

@@ -51,9 +51,16 @@ def openstl_weather_metric(pred, true):
     return out
 
 
-def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path):
+@pytest.mark.parametrize("files", ["netcdf", "zarr"])
+def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path, files):
+    """A real training run on WeatherBench's NetCDF files or a WeatherBench2 zarr store."""
     run = tmp_path / "run"
-    final = train.train_and_evaluate(weather_config(weather_files), run)
+    if files == "zarr":
+        write_wb2_store(tmp_path / "era5.zarr")
+        config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5.zarr"))
+    else:
+        config = weather_config(weather_files)
+    final = train.train_and_evaluate(config, run)
     assert "ssim" not in final and "psnr" not in final
     metrics = train.evaluate(run, checkpoint="latest", save_predictions=True)
     saved = {k: np.load(f"{metrics['predictions']}/{k}.npy") for k in ("trues", "preds")}
@@ -159,3 +166,58 @@ def test_weather_configs_and_openstl_parameter_counts(setting):
         model_config = config.model.copy_and_resolve_references()
         model_config.update(other)
         assert millions(model_config) == PUBLISHED[setting][name], path
+
+
+def write_wb2_store(path, years=(2010, 2011, 2012, 2013), per_year=20):
+    """A small zarr store in WeatherBench2's ERA5 layout: 6-hourly, (time, [level,] longitude,
+    latitude) on the 64 x 32 equiangular grid, latitude stored descending (north first)."""
+    import pandas as pd
+    import xarray as xr
+    rng = np.random.default_rng(0)
+    times = np.concatenate([pd.date_range(f"{y}-01-01", periods=per_year, freq="6h").values
+                            for y in years])
+    lat = np.linspace(87.1875, -87.1875, 32)
+    lon = np.arange(64) * 5.625
+    t2m = 250 + 20 * rng.random((len(times), 64, 32)).astype(np.float32)
+    t = 200 + 10 * rng.random((len(times), 3, 64, 32)).astype(np.float32)
+    ds = xr.Dataset({"2m_temperature": (("time", "longitude", "latitude"), t2m),
+                     "temperature": (("time", "level", "longitude", "latitude"), t)},
+                    coords={"time": times, "level": [500, 700, 850], "longitude": lon,
+                            "latitude": lat})
+    ds.to_zarr(path, zarr_format=2)  # WeatherBench2 stores are zarr v2
+    return times, t2m, t
+
+
+def test_weatherbench2_zarr_store_gives_the_frames_of_its_years(tmp_path):
+    times, t2m, t = write_wb2_store(tmp_path / "era5.zarr")
+    config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5.zarr"),
+                            weather_step=2)
+    source = data.get_source(config.data, "test")
+    years = times.astype("datetime64[Y]").astype(int) + 1970
+    index = np.flatnonzero(years == 2013)[:-1][::2]  # OpenSTL: last stamp dropped, every 2nd
+    assert len(source) == len(index) - 5
+    # (time, lon, lat descending) -> (time, lat ascending, lon); t@850 is level index 2
+    frames = np.stack([t2m[index][:, :, ::-1].transpose(0, 2, 1),
+                       t[index, 2][:, :, ::-1].transpose(0, 2, 1)], -1)
+    for i in (0, len(source) - 1):
+        np.testing.assert_allclose(source[i] * source.std + source.mean, frames[i:i + 5],
+                                   rtol=1e-5)
+    assert source[0].shape == (5, 32, 64, 2)
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(weather_variables=("t2m", "r@850")), r"has no variable 'relative_humidity' \(for "
+                                               r"r@850\); it has \['2m_temperature', "
+                                               r"'temperature'\]"),
+    (dict(weather_variables=("t@600",)), r"temperature has no level 600; it has levels "
+                                         r"\[500, 700, 850\]"),
+    (dict(weather_test_years=(2013, 2014)), r"has no test year\(s\) \[2014\]; it covers "
+                                            r"2010-2013"),
+])
+def test_weatherbench2_errors_name_what_the_store_has(tmp_path, fields, message):
+    write_wb2_store(tmp_path / "era5.zarr")
+    config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5.zarr"))
+    config.data.update(fields)
+    with pytest.raises(ValueError, match=message):
+        data.get_source(config.data, "train")
+    assert not (tmp_path / "tfds").exists() or not any((tmp_path / "tfds").rglob("*.array_record*"))
