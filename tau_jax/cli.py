@@ -273,8 +273,8 @@ def _vis(_):
     if not chosen or any(not 0 <= i < n for i in chosen):
         raise ValueError(f"--sequences {','.join(_SEQUENCES.value)}: the saved predictions of "
                          f"step {step} hold sequences 0 to {n - 1}.")
-    conventions = data.metric_conventions(load_config(workdir).data)  # MSE labels, channels
-    channels, names = slice(None), conventions["channel_names"]
+    data_config = load_config(workdir).data
+    channels, names = slice(None), data.channel_labels(data_config)
     if _CHANNEL.value is not None:
         k = _CHANNEL.value
         if not 0 <= k < c:
@@ -287,7 +287,7 @@ def _vis(_):
         workdir / predictions.FOLDER / str(step) / f"vis_{'_'.join(map(str, chosen))}")
     paths = visualize.save_samples(
         inputs, trues, preds, stem, mp4=_MP4.value, channel_names=names, cmap=_CMAP.value,
-        ids=chosen, spatial_norm=conventions["spatial_norm"],
+        ids=chosen, spatial_norm=data.metric_conventions(data_config)["spatial_norm"],
         field=True if _CHANNEL.value is not None else None,
         title=f"step {step}, sequences {', '.join(map(str, chosen))}")
     print(f"wrote {', '.join(map(str, paths))}")
@@ -312,7 +312,7 @@ def _predict(_):
     written = [predict.save_array(out, preds)]
     if _GIF.value or _MP4.value:
         from tau_jax.visualize import save_samples
-        names = data.metric_conventions(data_config)["channel_names"]
+        names = data.channel_labels(data_config)
         written += [str(p) for p in save_samples(frames, None, preds, out.with_suffix(""),
                                                  mp4=_MP4.value, title=f"step {predictor.step}",
                                                  channel_names=names)]

@@ -284,6 +284,49 @@ def save_lead_time(metrics: dict, path: str | pathlib.Path, title: str = "") -> 
     return path
 
 
+def map_figure(truth, pred, lat, lon, *, labels=None, title: str = "") -> Figure:
+    """Per channel a row of three maps on latitude / longitude axes: the truth and the
+    prediction on one colour scale (the truth's range; the colorbar names the channel and its
+    units) and their difference on a diverging scale centred on 0. `truth`, `pred` are
+    (H, W, C) in physical units; `lat` (H,) and `lon` (W,) in degrees."""
+    truth, pred = np.asarray(truth, np.float32), np.asarray(pred, np.float32)
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    if lat[0] > lat[-1]:  # north first: flip to south first, as origin='lower' draws
+        truth, pred, lat = truth[::-1], pred[::-1], lat[::-1]
+    c = truth.shape[-1]
+    dlat = (lat[-1] - lat[0]) / max(len(lat) - 1, 1) / 2
+    dlon = (lon[-1] - lon[0]) / max(len(lon) - 1, 1) / 2
+    extent = (lon[0] - dlon, lon[-1] + dlon, lat[0] - dlat, lat[-1] + dlat)
+    fig = Figure(figsize=(13, 2.6 * c + (0.5 if title else 0.2)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    for row, k in zip(fig.subplots(c, 3, squeeze=False), range(c)):
+        name = labels[k] if labels else f"channel {k}"
+        lo, hi = float(truth[..., k].min()), float(truth[..., k].max())
+        err = pred[..., k] - truth[..., k]
+        lim = float(np.abs(err).max()) or 1.0
+        for ax, image, what, scale in (
+                (row[0], truth[..., k], "truth", dict(cmap="viridis", vmin=lo, vmax=hi)),
+                (row[1], pred[..., k], "prediction", dict(cmap="viridis", vmin=lo, vmax=hi)),
+                (row[2], err, "prediction - truth", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
+            drawn = ax.imshow(image, origin="lower", extent=extent, **scale)
+            ax.set_title(f"{name.split(' (')[0]}: {what}", fontsize=9)
+            ax.set_xlabel("longitude (\N{DEGREE SIGN}E)", fontsize=8)
+            ax.set_ylabel("latitude (\N{DEGREE SIGN}N)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            fig.colorbar(drawn, ax=ax, shrink=0.85).set_label(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_map(truth, pred, lat, lon, path: str | pathlib.Path, **kwargs) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _naming(path):
+        map_figure(truth, pred, lat, lon, **kwargs).savefig(path)
+    return path
+
+
 def figure_array(path: pathlib.Path) -> np.ndarray:
     """An RGB array of a written PNG (for TensorBoard)."""
     from PIL import Image

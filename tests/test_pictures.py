@@ -140,3 +140,25 @@ def test_eval_and_vis_help_mention_saved_predictions():
     result = subprocess.run([sys.executable, "-m", "tau_jax.cli", "eval", "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "--save_predictions" in result.stdout and "tau-jax vis" in result.stdout
+
+
+def test_map_figure_draws_fields_on_latitude_longitude_axes():
+    lat = np.linspace(87.1875, -87.1875, 32)  # north first, as WeatherBench2 stores it
+    lon = np.arange(64) * 5.625
+    truth = np.stack([np.broadcast_to(lat[:, None], (32, 64)), np.ones((32, 64))], -1) + 273
+    pred = truth + 0.5
+    fig = visualize.map_figure(truth, pred, lat, lon, labels=("t2m (K)", "r (%)"), title="x")
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == [
+        "t2m: truth", "t2m: prediction", "t2m: prediction - truth",
+        "r: truth", "r: prediction", "r: prediction - truth"]
+    assert all(ax.get_xlabel() == "longitude (\N{DEGREE SIGN}E)" for ax in axes)
+    assert all(ax.get_ylabel() == "latitude (\N{DEGREE SIGN}N)" for ax in axes)
+    image = axes[0].get_images()[0]
+    assert image.origin == "lower"
+    assert image.get_array()[0, 0] == pytest.approx(273 - 87.1875)  # south row first
+    assert image.get_clim() == pytest.approx((273 - 87.1875, 273 + 87.1875))
+    error = axes[2].get_images()[0]
+    assert error.get_clim() == pytest.approx((-0.5, 0.5))
+    bars = [ax.get_ylabel() for ax in fig.axes if not ax.get_title()]
+    assert bars == ["t2m (K)"] * 3 + ["r (%)"] * 3

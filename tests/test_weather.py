@@ -75,6 +75,8 @@ def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path, 
     assert metrics["copy_last_mse"] == pytest.approx(
         openstl_weather_metric(last, saved["trues"])["mse"], rel=1e-5)
     assert (run / "samples" / "step_00000002.png").exists()
+    assert (run / "samples" / "step_00000002_map.png").exists()  # latitude / longitude maps
+    assert data.channel_labels(config.data) == ("t2m (K)", "t@850 (K)")
 
 
 def test_conventions_per_dataset_and_overrides(weather_files):

@@ -74,6 +74,12 @@ def metric_conventions(data_config) -> dict:
                 channel_names=own.channel_names)
 
 
+def channel_labels(data_config) -> tuple[str, ...] | None:
+    """How pictures name the dataset's channels (with units where they have them), or None."""
+    data_config = _data_section(data_config)
+    return module(data_config.name).conventions(data_config).labels
+
+
 def get_source(data_config, split: str):
     """Random-access source of `split` ('train', 'test', 'val' where the dataset has one):
     `len(source)`, `source[i]` -> float32 `(T+T', H, W, C)` normalised, deterministic in i,

@@ -24,12 +24,14 @@ SPLITS = ("train", "val", "test")
 class Conventions:
     """How OpenSTL scores a dataset (tau_jax.metrics): its metric list; whether MSE / MAE
     average a frame's values (`spatial_norm`, weather) or sum them (video); the range
-    predictions are clipped to before SSIM / PSNR; the channel groups reported one by one."""
+    predictions are clipped to before SSIM / PSNR; the channel groups reported one by one. And
+    how pictures name the channels (`labels`, with units; None: by number)."""
 
     metrics: tuple[str, ...]
     spatial_norm: bool
     clip_range: tuple[float, float] = (0.0, 1.0)
     channel_names: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
 
 
 VIDEO = Conventions(("mse", "mae", "ssim", "psnr"), spatial_norm=False)  # MMNIST, TaxiBJ, KTH

@@ -18,6 +18,8 @@ class Source:
     or [0, 1] where 8-bit images are divided by 255 (mean 0, std 1, as OpenSTL). `sub`, `div`,
     `mean`, `std` are float32 `(C,)` arrays. `epoch_size` is the number of indices that make
     one epoch (`len` except for a generating source whose index space covers many epochs).
+    `lat`, `lon`: the grid's latitudes and longitudes in degrees for geographic fields (None
+    for video), which the run's map pictures are drawn on.
     """
 
     name: str
@@ -28,6 +30,8 @@ class Source:
     div: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    lat: np.ndarray | None = None
+    lon: np.ndarray | None = None
 
     @property
     def epoch_size(self) -> int:

@@ -9,6 +9,7 @@ There is no validation split (OpenSTL validates on the test set).
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import zipfile
 from typing import ClassVar
@@ -143,6 +144,6 @@ def get_source(data_config, split: str) -> sources.Source:
 
 def conventions(data_config) -> base.Conventions:
     """OpenSTL's TaxiBJ metrics: MSE and MAE summed over a frame's 2 x 32 x 32 values, SSIM,
-    PSNR, all on the [0, 1] scale."""
+    PSNR, all on the [0, 1] scale; pictures show the two channels as inflow and outflow maps."""
     del data_config
-    return base.VIDEO
+    return dataclasses.replace(base.VIDEO, labels=("inflow", "outflow"))

@@ -34,6 +34,9 @@ LEVELS = {"r": "relative_humidity", "t": "temperature", "u": "u_component_of_win
           "v": "v_component_of_wind", "z": "geopotential", "q": "specific_humidity",
           "pv": "potential_vorticity", "vo": "vorticity"}
 GROUPS = {"uv10": ("u10", "v10")}
+UNITS = {"t2m": "K", "t": "K", "tcc": "0-1", "r": "%", "u10": "m/s", "v10": "m/s", "u": "m/s",
+         "v": "m/s", "z": "m\N{SUPERSCRIPT TWO}/s\N{SUPERSCRIPT TWO}", "q": "kg/kg", "tp": "m",
+         "tisr": "J/m\N{SUPERSCRIPT TWO}", "pv": "K m\N{SUPERSCRIPT TWO}/(kg s)", "vo": "1/s"}
 MANUAL_SUBDIRS = ("weather_5_625deg", "weather", "weatherbench", "WeatherBench")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -424,17 +427,22 @@ def get_source(data_config, split: str) -> sources.Source:
     train = md["stats"]["train"]
     norm = md["stats"][split] if data_config.weather_openstl_norm else train
     starts = np.arange(md["n_windows"][split], dtype=np.int64)
-    return sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
-                                in_frames=md["in_frames"], out_frames=md["out_frames"],
-                                channels=len(md["variables"]), sub=norm["mean"],
-                                div=norm["std"], mean=train["mean"], std=train["std"],
-                                starts=starts)
+    source = sources.RecordSource(tfds_base.open_split(b, split), name=NAME, split=split,
+                                  in_frames=md["in_frames"], out_frames=md["out_frames"],
+                                  channels=len(md["variables"]), sub=norm["mean"],
+                                  div=norm["std"], mean=train["mean"], std=train["std"],
+                                  starts=starts)
+    if md["lat"] is not None and md["lon"] is not None:
+        source.lat, source.lon = np.asarray(md["lat"]), np.asarray(md["lon"])
+    return source
 
 
 def conventions(data_config) -> base.Conventions:
     """OpenSTL's WeatherBench metrics: MSE, RMSE and MAE averaged over the grid (spatial_norm),
     in physical units; with several channels also per channel (mse_t2m, ...), the plain keys
     then being the mean over channels."""
-    labels = tuple(c.label for c in parse_variables(data_config.weather_variables))
+    channels = parse_variables(data_config.weather_variables)
+    labels = tuple(c.label for c in channels)
     return base.Conventions(("mse", "rmse", "mae"), spatial_norm=True,
-                            channel_names=labels if len(labels) > 1 else None)
+                            channel_names=labels if len(labels) > 1 else None,
+                            labels=tuple(f"{c.label} ({UNITS[c.short]})" for c in channels))

@@ -61,17 +61,33 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     return metrics, shown
 
 
+def picture_style(config, source) -> dict:
+    """How a run's pictures label the dataset: its MSE convention, channel labels (with units)
+    and, for geographic fields, the (lat, lon) grid the maps are drawn on."""
+    return dict(spatial_norm=data.metric_conventions(config.data)["spatial_norm"],
+                labels=data.channel_labels(config.data),
+                grid=None if source.lat is None else (source.lat, source.lon))
+
+
 def save_pictures(folder: pathlib.Path, step: int, metrics: dict, shown, writer,
-                  conventions: dict) -> None:
-    """samples/step_N.{png,gif} (labelled sample grid and clip, each sequence's MSE under the
-    dataset's `conventions`) and step_N_lead_time.png (each metric by lead time against copying
-    the last input frame), also shown in TensorBoard."""
+                  style: dict) -> None:
+    """samples/step_N.{png,gif} (labelled sample grid and clip, each sequence's MSE as the
+    dataset's metrics define it), step_N_map.png for geographic fields (truth, prediction and
+    error of the first sequence's last lead time on latitude / longitude axes) and
+    step_N_lead_time.png (each metric by lead time against copying the last input frame), also
+    shown in TensorBoard."""
     stem = folder / f"step_{step:08d}"
     if shown is not None:
         png, _ = visualize.save_samples(*shown, stem, title=f"step {step}",
-                                        spatial_norm=conventions["spatial_norm"],
-                                        channel_names=conventions["channel_names"])
+                                        spatial_norm=style["spatial_norm"],
+                                        channel_names=style["labels"])
         writer.image(step, "eval/samples", visualize.figure_array(png))
+        if style["grid"] is not None:
+            _, targets, preds = shown
+            path = visualize.save_map(targets[0, -1], preds[0, -1], *style["grid"],
+                                      f"{stem}_map.png", labels=style["labels"],
+                                      title=f"step {step}, sequence 0, lead +{preds.shape[1]}")
+            writer.image(step, "eval/map", visualize.figure_array(path))
     lead = visualize.save_lead_time(metrics, f"{stem}_lead_time.png", f"step {step}")
     writer.image(step, "eval/lead_time", visualize.figure_array(lead))
 

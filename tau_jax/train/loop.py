@@ -34,7 +34,7 @@ from tau_jax import data, models
 from tau_jax.data.pipeline import train_batches
 from tau_jax.train import console, optim
 from tau_jax.train.evaluation import (check_checkpoint_choice, evaluate_split, make_predict_step,
-                                      save_pictures)
+                                      picture_style, save_pictures)
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.preemption import Preempted, Preemption
@@ -229,8 +229,8 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every
     step = int(state.step)
-    conventions = data.metric_conventions(config.data)
-    writer = MetricWriter(workdir, total_steps, conventions["metrics"])
+    writer = MetricWriter(workdir, total_steps, data.metric_conventions(config.data)["metrics"])
+    style = picture_style(config, eval_source)
     sums, count, last_eval = None, 0, {}
     progress = None  # made after the first step, so its rate and ETA leave the compilation out
     stack = contextlib.ExitStack()
@@ -240,7 +240,7 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
             bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
         writer.scalars(step, metrics, "eval")
         if jax.process_index() == 0:
-            save_pictures(workdir / "samples", step, metrics, shown, writer, conventions)
+            save_pictures(workdir / "samples", step, metrics, shown, writer, style)
         return metrics
 
     try:
