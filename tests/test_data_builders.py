@@ -182,6 +182,11 @@ def test_online_source_fresh_every_epoch(tmp_path):
     stored = data.get_source(c, "train")
     for i in range(4):  # epoch 0 = the stored train split
         np.testing.assert_array_equal(online[i], stored[i])
+    # the same normalisation, which predict applies to raw 0..255 frames (online runs once
+    # saved div 1 and fed predict 0..255 inputs for a model trained on [0, 1])
+    for attr in ("sub", "div", "mean", "std"):
+        np.testing.assert_array_equal(getattr(online, attr), getattr(stored, attr))
+    assert float(online.div[0]) == 255.0
     assert not np.array_equal(online[4], online[0])  # epoch 1: new sequences
     again = pickle.loads(pickle.dumps(online))
     np.testing.assert_array_equal(again[9], online[9])
