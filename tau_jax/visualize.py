@@ -23,8 +23,9 @@ GAP, BLOCK_GAP = 3, 14  # pixels between panels, and between sequences (or chann
 FIELD_CMAP = "viridis"
 GIF_FRAME_MS = 250     # 4 frames a second
 METRIC_LABELS = {"mse": "MSE (lower is better)", "mae": "MAE (lower is better)",
-                 "rmse": "RMSE (lower is better)", "ssim": "SSIM (higher is better)",
-                 "psnr": "PSNR dB (higher is better)"}
+                 "rmse": "RMSE (lower is better)",
+                 "lwrmse": "lat-weighted RMSE (lower is better)",
+                 "ssim": "SSIM (higher is better)", "psnr": "PSNR dB (higher is better)"}
 
 
 def is_field(channels: int, field: bool | None) -> bool:
@@ -245,12 +246,14 @@ def lead_time_figure(metrics: dict, title: str = "") -> Figure:
     if not names:
         raise ValueError("no per-frame metrics ('<metric>_per_frame') to plot.")
     rows = [[m] + [n for n in names if n.startswith(m + "_")] for m in names if "_" not in m]
+    if all(len(row) == 1 for row in rows):  # no per-variable curves: the metrics side by side
+        rows = [[row[0] for row in rows]]
     cols = max(map(len, rows))
-    fig = Figure(figsize=(3.2 * cols, 2.6 * len(rows) + 0.3), dpi=DPI)  # fixed margins: fast
+    height = 2.6 * len(rows) + (0.3 if title else 0.0)
+    fig = Figure(figsize=(3.5 * cols, height), dpi=DPI)  # fixed margins (inches): fast to draw
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.25 / cols, right=0.99, bottom=0.17 / len(rows),
-                        top=1 - (0.2 if title else 0.12) / len(rows), wspace=0.3,
-                        hspace=0.55)
+    fig.subplots_adjust(left=0.25 / cols, right=0.99, bottom=0.45 / height,
+                        top=1 - (0.6 if title else 0.3) / height, wspace=0.3, hspace=0.55)
     axes = fig.subplots(len(rows), cols, squeeze=False)
     for row, panels in zip(axes, rows):
         for ax, name in zip(row, panels):

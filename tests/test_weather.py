@@ -70,6 +70,18 @@ def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path, 
         assert metrics[key] == pytest.approx(value, rel=1e-5), key
         assert final[key] == pytest.approx(value, rel=1e-5), key
     assert metrics["rmse_t2m_per_frame"].shape == (2,)
+    # WeatherBench2's latitude-weighted RMSE: on this regular grid without poles the cell-area
+    # weights are cos(latitude) normalised to mean 1; squared errors weighted, averaged over
+    # the grid, then over forecasts per lead time, then the root
+    lat = np.linspace(-87.1875, 87.1875, 32)
+    w = np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean()
+    err = saved["preds"].astype(np.float64) - saved["trues"]
+    wmse = (err ** 2 * w[:, None, None]).mean(axis=(2, 3)).mean(axis=0)  # (T', C)
+    for k, name in enumerate(("t2m", "t@850")):
+        np.testing.assert_allclose(metrics[f"lwrmse_{name}_per_frame"], np.sqrt(wmse[:, k]),
+                                   rtol=1e-5)
+        assert metrics[f"lwrmse_{name}"] == pytest.approx(np.sqrt(wmse[:, k]).mean(), rel=1e-5)
+    assert "copy_last_lwrmse_t2m" in metrics
     # the baseline under the same conventions, and the labels of the run's pictures
     last = saved["trues"] * 0 + np.load(f"{metrics['predictions']}/inputs.npy")[:, -1:]
     assert metrics["copy_last_mse"] == pytest.approx(
@@ -223,3 +235,15 @@ def test_weatherbench2_errors_name_what_the_store_has(tmp_path, fields, message)
     with pytest.raises(ValueError, match=message):
         data.get_source(config.data, "train")
     assert not (tmp_path / "tfds").exists() or not any((tmp_path / "tfds").rglob("*.array_record*"))
+
+
+def test_latitude_weights_are_weatherbench2_cell_areas():
+    from tau_jax.weather_metrics import latitude_weights
+    lat = np.linspace(-90, 90, 121)  # WeatherBench2's 240x121 grid, poles included
+    edges = np.deg2rad(np.clip(np.concatenate([[lat[0]], (lat[:-1] + lat[1:]) / 2, [lat[-1]]]),
+                               -90, 90))
+    area = np.sin(edges[1:]) - np.sin(edges[:-1])  # a pole row is half a cell
+    np.testing.assert_allclose(latitude_weights(lat), area / area.mean(), rtol=1e-12)
+    np.testing.assert_allclose(latitude_weights(lat[::-1]), (area / area.mean())[::-1],
+                               rtol=1e-12)
+    assert latitude_weights(lat).mean() == pytest.approx(1.0)

@@ -14,6 +14,7 @@ from jax.experimental import multihost_utils
 from tau_jax import data, models, visualize
 from tau_jax.data.pipeline import eval_batches
 from tau_jax.metrics import MetricAccumulator
+from tau_jax.weather_metrics import LatitudeWeightedRMSE
 from tau_jax.train.checkpoint import abstract_like, restore_part
 from tau_jax.train.predictions import PredictionWriter
 from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh, tree_shardings
@@ -33,13 +34,18 @@ def make_predict_step(model, config, mesh):
 
 def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0,
                    keep: PredictionWriter | None = None):
-    """OpenSTL metrics over the whole split (every sample once, across all processes), the same
+    """OpenSTL metrics over the whole split (every sample once, across all processes), for
+    geographic fields WeatherBench2's latitude-weighted RMSE too (weather_metrics.py), the same
     metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
     `samples` (inputs, targets, predictions) in display units; `keep` receives every sequence's
     (inputs, targets, predictions) in display units, in order."""
     conventions = data.metric_conventions(config.data)
     acc = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
     baseline = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
+    weighted = []  # (model, baseline) latitude-weighted RMSE of a geographic field
+    if source.lat is not None:
+        names = [label.split(" (")[0] for label in data.channel_labels(config.data)]
+        weighted = [LatitudeWeightedRMSE(source.lat, names) for _ in range(2)]
     t = config.model.in_shape[0]
     raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
     shown = None
@@ -48,8 +54,11 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
         frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
                               for a in (frames, pred, mask))
         target = frames[:, t:]
+        last = np.broadcast_to(frames[:, t - 1:t], target.shape)
         acc.update(pred, target, mask=mask)
-        baseline.update(np.broadcast_to(frames[:, t - 1:t], target.shape), target, mask=mask)
+        baseline.update(last, target, mask=mask)
+        for w, p in zip(weighted, (pred, last)):
+            w.update(raw(p), raw(target), mask=mask)
         if shown is None and samples:
             k = min(samples, int(mask.sum()))
             shown = (raw(frames[:k, :t]), raw(target[:k]), raw(pred[:k]))
@@ -57,7 +66,11 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
             real = mask.astype(bool)
             keep.add(raw(frames[real, :t]), raw(target[real]), raw(pred[real]))
     metrics = acc.result(per_frame=True)
-    metrics.update({f"copy_last_{k}": v for k, v in baseline.result(per_frame=True).items()})
+    copy_last = baseline.result(per_frame=True)
+    if weighted:
+        metrics.update(weighted[0].result())
+        copy_last.update(weighted[1].result())
+    metrics.update({f"copy_last_{k}": v for k, v in copy_last.items()})
     return metrics, shown
 
 
