@@ -52,11 +52,12 @@ def main():
     parser.add_argument("--batches", default="256,16,1024")
     parser.add_argument("--topologies", default="v5e-8,v4-32")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--table", action="store_true", help="print the recorded plans only")
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     done = json.loads(path.read_text())["plans"] if path.exists() else []
     have = {(p["config"], p["topology"], p["global_batch"], p["mesh_kind"]) for p in done}
-    for batch in (int(b) for b in args.batches.split(",")):  # in the order given
+    for batch in ([] if args.table else (int(b) for b in args.batches.split(","))):
         for topology in args.topologies.split(","):
             for config_name in args.configs.split(","):
                 for kind, mesh in MESHES.items():

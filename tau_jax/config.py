@@ -102,8 +102,10 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
 
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """`get_config()` of a config file such as configs/mmnist/tau.py."""
-    path = pathlib.Path(path)
+    """`get_config()` of a config file such as configs/mmnist/tau.py; `FILE.py:ARG` calls
+    `get_config(ARG)`, as `--config FILE.py:ARG` does (configs/weather/t2m_5_625.py:tps)."""
+    path, _, arg = str(path).partition(".py:")
+    path = pathlib.Path(path if path.endswith(".py") or not arg else path + ".py")
     if not path.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist; see configs/ for the shipped ones.")
     if path.suffix != ".py":
@@ -113,4 +115,4 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"Config file {path} defines no get_config().")
-    return module.get_config()
+    return module.get_config(arg) if arg else module.get_config()

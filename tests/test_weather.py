@@ -159,18 +159,16 @@ def test_weather_configs_and_openstl_parameter_counts(setting):
         shapes = jax.eval_shape(lambda: models.init(model_config, jax.random.key(0)))
         return round(models.count_params(shapes["params"]) / 1e6, 2)
 
-    files = sorted((ROOT / "configs" / "weather" / setting).glob("*.py"))
-    assert [f.stem for f in files] == sorted(["tau", "gsta", "incepu", "predrnn", "convlstm",
-                                              "timesformer", "tps"])
-    for path in files:
-        config = load_config_file(path)
+    path = ROOT / "configs" / "weather" / f"{setting}.py"
+    for name in ("tau", "gsta", "incepu", "predrnn", "convlstm", "timesformer", "tps"):
+        config = load_config_file(f"{path}:{name}")
+        assert config.model.name == name
         check_config(config)
         t, h, w, c = config.model.in_shape
         conventions = data.metric_conventions(config.data)
         assert conventions["metrics"] == ("mse", "rmse", "mae") and conventions["spatial_norm"]
         assert (conventions["channel_names"] is None) == (c == 1)
         assert (config.data.in_frames, config.data.out_frames) == (t, config.model.out_frames)
-        name = path.stem
         if name not in PUBLISHED[setting]:
             continue  # the attention translators are not OpenSTL models
         other = OTHER_MODEL.get((setting, name), {})
@@ -179,7 +177,10 @@ def test_weather_configs_and_openstl_parameter_counts(setting):
             continue
         model_config = config.model.copy_and_resolve_references()
         model_config.update(other)
-        assert millions(model_config) == PUBLISHED[setting][name], path
+        assert millions(model_config) == PUBLISHED[setting][name], (setting, name)
+    assert load_config_file(path).model.name == "tau"  # without :MODEL
+    with pytest.raises(ValueError, match="MODEL must be one of"):
+        load_config_file(f"{path}:vit")
 
 
 def write_wb2_store(path, years=(2010, 2011, 2012, 2013), per_year=20):
