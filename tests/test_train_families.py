@@ -1,6 +1,7 @@
 """The training system with the other model families: PredRNN (recurrent: scheduled-sampling mask
 drawn inside the jitted step, loss over all T+T'-1 predictions) and the attention translators
-TPS and TimeSformer, each trained 2 steps on a tiny custom .npy dataset, evaluated, checkpointed."""
+TPS and TimeSformer, each trained 2 steps on a tiny custom .npy dataset, evaluated, checkpointed
+(PredFormer's tiny config is here too; tests/test_predformer.py trains it)."""
 
 import json
 
@@ -26,6 +27,11 @@ def tiny_family_config(name, dataset):
         config = base_config("predrnn")
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, num_hidden=(8, 8),
                             patch_size=4, filter_size=3)
+    elif name == "predformer":  # 4x4 patches: 16 tokens a frame; dropout and drop path on
+        config = base_config("predformer")
+        config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, patch_size=4, dim=16,
+                            heads=2, dim_head=8, scale_dim=2, Ndepth=1, dropout=0.1,
+                            attn_dropout=0.1, drop_path=0.1)
     else:  # 16x16 frames, N_S 2 -> 8x8 latent maps; windows of 4 tile them
         config = base_config(name)
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, hid_S=8, hid_T=16, N_S=2,
