@@ -186,3 +186,23 @@ def test_convert_official_weights_into_a_workdir_then_predict(tmp_path):
     run = convert.convert_openstl(state_dict, config, tmp_path / "run")
     predictor = predict.load(run, normalisation={"sub": [0.0, 0.0], "div": [1.0, 1.0]})
     assert_relative(predictor.predict(a["x"].astype(np.float32), 3), a["y_eval"], 1e-5)
+
+
+def test_convert_cli_from_an_official_checkpoint(tmp_path):
+    """`tau-jax convert` on the official training's `latest.pth` layout ({'state_dict': ...})."""
+    torch = pytest.importorskip("torch", reason="reading .pth files needs PyTorch")
+    from test_train import cli, write_config_file
+    meta, state_dict, a = load("quadruplet_stts")
+    pth = tmp_path / "latest.pth"
+    torch.save({"epoch": 3, "state_dict": {k: torch.from_numpy(v) for k, v in state_dict.items()}},
+               pth)
+    config = config_lib.base_config("predformer")
+    config.model.update(section(meta["model_config"], "quadruplet_stts").to_dict())
+    config.data.update(name="custom", custom_path=str(tmp_path / "none.npy"))
+    run = tmp_path / "run"
+    proc = cli("convert", f"--from-openstl={pth}",
+               f"--config={write_config_file(config, tmp_path / 'pf.py')}", f"--workdir={run}")
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, log
+    predictor = predict.load(run, normalisation={"sub": [0.0, 0.0], "div": [1.0, 1.0]})
+    assert_relative(predictor.predict(a["x"].astype(np.float32), 3), a["y_eval"], 1e-5)

@@ -59,8 +59,8 @@ CONFIG_FILE = textwrap.dedent("""
     import json, pathlib
     from tau_jax.config import base_config
     def get_config():
-        config = base_config()
         saved = json.loads(pathlib.Path(__file__).with_suffix(".json").read_text())
+        config = base_config(saved["model"]["name"])
         for section, values in saved.items():
             config[section].update(values)
         return config
