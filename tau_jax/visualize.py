@@ -25,6 +25,7 @@ GIF_FRAME_MS = 250     # 4 frames a second
 METRIC_LABELS = {"mse": "MSE (lower is better)", "mae": "MAE (lower is better)",
                  "rmse": "RMSE (lower is better)",
                  "lwrmse": "lat-weighted RMSE (lower is better)",
+                 "acc": "ACC (higher is better)",
                  "ssim": "SSIM (higher is better)", "psnr": "PSNR dB (higher is better)"}
 
 

@@ -1,6 +1,8 @@
 """Weather runs score with OpenSTL's weather conventions: MSE / RMSE / MAE averaged over the grid
-in physical units, per variable, everywhere a run reports metrics."""
+in physical units, per variable, everywhere a run reports metrics; and with WeatherBench2's
+latitude-weighted RMSE and ACC beside them."""
 
+import calendar
 import json
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from test_data_builders import write_nc
 from test_train import cli
-from tau_jax import data, train
+from tau_jax import data, train, visualize
 from tau_jax.config import base_config
 from tau_jax.train.workdir import check_config
 
@@ -25,6 +27,22 @@ def weather_files(tmp_path_factory):
         write_nc(man, "2m_temperature", "t2m", year, 20)
         write_nc(man, "temperature", "t", year, 20, levels=[500, 850])
     return root
+
+
+def netcdf_series(root, years=(2010, 2011, 2012, 2013)):
+    """(frames (N, 32, 64, 2) of t2m and t@850, datetime64 times) of the fixture's NetCDF files,
+    read with netCDF4 alone."""
+    import netCDF4
+    man = root / "manual" / "weather_5_625deg"
+    frames, times = [], []
+    for year in years:
+        with netCDF4.Dataset(man / "2m_temperature" / f"2m_temperature_{year}_5.625deg.nc") as a, \
+                netCDF4.Dataset(man / "temperature" / f"temperature_{year}_5.625deg.nc") as b:
+            frames.append(np.stack([a["t2m"][:], b["t"][:, 1]], -1))
+            tv = a["time"]
+            times += [np.datetime64(d, "s") for d in netCDF4.num2date(
+                tv[:], tv.units, tv.calendar, only_use_cftime_datetimes=False)]
+    return np.concatenate(frames), np.array(times)
 
 
 def weather_config(root, **data_fields):
@@ -56,9 +74,12 @@ def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path, 
     """A real training run on WeatherBench's NetCDF files or a WeatherBench2 zarr store."""
     run = tmp_path / "run"
     if files == "zarr":
-        write_wb2_store(tmp_path / "era5.zarr")
+        times, t2m, t = write_wb2_store(tmp_path / "era5.zarr")
+        # (time, lon, lat descending) -> (time, lat ascending, lon); t@850 is level index 2
+        series = (np.stack([t2m[:, :, ::-1], t[:, 2, :, ::-1]], -1).transpose(0, 2, 1, 3), times)
         config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5.zarr"))
     else:
+        series = netcdf_series(weather_files)
         config = weather_config(weather_files)
     final = train.train_and_evaluate(config, run)
     assert "ssim" not in final and "psnr" not in final
@@ -82,6 +103,27 @@ def test_a_weather_run_reports_openstl_weather_metrics(weather_files, tmp_path, 
                                    rtol=1e-5)
         assert metrics[f"lwrmse_{name}"] == pytest.approx(np.sqrt(wmse[:, k]).mean(), rel=1e-5)
     assert "copy_last_lwrmse_t2m" in metrics
+    # WeatherBench2's ACC against the climatology of the training years (2010-2011), the
+    # climatology and the frames' valid times taken from the files themselves
+    frames, times = series
+    fit, test = (np.flatnonzero((times >= np.datetime64(f"{a}-01-01")) &
+                                (times < np.datetime64(f"{b + 1}-01-01")))[:-1]  # OpenSTL
+                 for a, b in ((2010, 2011), (2013, 2013)))
+    valid = test[np.arange(len(saved["trues"]))[:, None] + 3 + np.arange(2)]  # (B, T')
+    np.testing.assert_allclose(saved["trues"], frames[valid], rtol=1e-6)  # the times line up
+    clim = wb2_climatology(frames[fit], times[fit], times[valid].ravel()).reshape(
+        saved["trues"].shape)
+    inputs = np.load(f"{metrics['predictions']}/inputs.npy")
+    model, persistence = (wb2_acc(p, saved["trues"], clim, lat)
+                          for p in (saved["preds"], np.repeat(inputs[:, -1:], 2, axis=1)))
+    for k, name in enumerate(("t2m", "t@850")):
+        for got in (metrics, final):
+            np.testing.assert_allclose(got[f"acc_{name}_per_frame"], model[:, k], rtol=1e-5)
+        np.testing.assert_allclose(metrics[f"copy_last_acc_{name}_per_frame"],
+                                   persistence[:, k], rtol=1e-5)
+    assert metrics["acc"] == pytest.approx(model.mean(), rel=1e-5)
+    titles = [ax.get_title() for ax in visualize.lead_time_figure(metrics).axes]
+    assert "ACC t2m (higher is better)" in titles
     # the baseline under the same conventions, and the labels of the run's pictures
     last = saved["trues"] * 0 + np.load(f"{metrics['predictions']}/inputs.npy")[:, -1:]
     assert metrics["copy_last_mse"] == pytest.approx(
@@ -126,6 +168,7 @@ def test_eval_command_prints_weather_metrics(weather_files, tmp_path):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "rmse_t2m" in out and "ssim" not in out
+    assert "lwrmse_t2m" in out and "acc_t2m" in out and "copy_last_acc_t2m" in out
     assert json.loads((run / "eval_metrics.json").read_text())["mse"] > 0
 
 
@@ -248,3 +291,123 @@ def test_latitude_weights_are_weatherbench2_cell_areas():
     np.testing.assert_allclose(latitude_weights(lat[::-1]), (area / area.mean())[::-1],
                                rtol=1e-12)
     assert latitude_weights(lat).mean() == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------------------
+# WeatherBench2's ACC against the climatology of the training split
+
+
+def wb2_climatology(frames, times, at, window=61):
+    """WeatherBench2's hourly climatology (scripts/compute_climatology.py, 'explicit' method) at
+    the day of year and hour of each time of `at`, in plain numpy and pandas: for that hour,
+    every year's frames on a 366-day calendar (missing days NaN; a non-leap year's day 366 is
+    its day 365), wrapped around the year end, and the mean over the years and the window's
+    days weighted 1 - |k| / 30, missing values left out (as xarray's weighted mean does)."""
+    import pandas as pd
+    times, at = pd.DatetimeIndex(times), pd.DatetimeIndex(at)
+    years, half = sorted(set(times.year)), window // 2
+    weights = 1 - np.abs(np.arange(-half, half + 1)) / half
+    out = {}
+    for hour in set(at.hour):
+        cal = np.full((len(years), 366, *frames.shape[1:]), np.nan)
+        for i in np.flatnonzero(times.hour == hour):
+            cal[years.index(times.year[i]), times.day_of_year[i] - 1] = frames[i]
+        for y, year in enumerate(years):
+            if not calendar.isleap(year):
+                cal[y, 365] = cal[y, 364]
+        for day in set(at.day_of_year[at.hour == hour]):
+            values = cal[:, (day - 1 + np.arange(-half, half + 1)) % 366]  # (years, window, ...)
+            w = np.where(np.isnan(values), 0.0, weights.reshape(1, -1, 1, 1, 1))
+            with np.errstate(invalid="ignore"):
+                out[day, hour] = np.nansum(values * w, axis=(0, 1)) / w.sum(axis=(0, 1))
+    return np.stack([out[d, h] for d, h in zip(at.day_of_year, at.hour)])
+
+
+def wb2_acc(pred, true, clim, lat):
+    """WeatherBench2's metrics.ACC per (lead, variable): anomalies from the climatology, the
+    cell-area (here cos-latitude) weighted spatial means of fa * oa, fa^2 and oa^2, one ACC per
+    forecast, then the mean over forecasts. (B, T', H, W, C) in, (T', C) out."""
+    w = np.cos(np.deg2rad(lat))[:, None, None]
+    fa, oa = pred.astype(np.float64) - clim, true.astype(np.float64) - clim
+    mean = lambda x: (x * w).mean(axis=(2, 3))  # noqa: E731
+    return (mean(fa * oa) / np.sqrt(mean(fa ** 2) * mean(oa ** 2))).mean(axis=0)
+
+
+def synthetic_year(seed=0, start="2011-01-01", end="2012-12-31 18:00", grid=(4, 5, 2)):
+    """6-hourly fields over a non-leap and a leap year: a seasonal cycle, a daily cycle, noise."""
+    import pandas as pd
+    times = pd.date_range(start, end, freq="6h")
+    rng = np.random.default_rng(seed)
+    season = np.sin(2 * np.pi * times.day_of_year / 365.25) + 0.3 * np.cos(np.pi * times.hour / 12)
+    frames = 280 + 10 * season.values[:, None, None, None] + rng.normal(size=(len(times), *grid))
+    return frames, times
+
+
+def test_climatology_is_weatherbench2s_hourly_61_day_climatology():
+    from tau_jax.weather_metrics import Climatology
+    import pandas as pd
+    frames, times = synthetic_year()
+    every_slot = pd.date_range("2012-01-01", "2012-12-31 18:00", freq="6h")  # days 1..366
+    # whole years: WeatherBench2's climatology exactly; read in chunks, as from the records
+    clim = Climatology.of_frames(np.array_split(frames, 7), times.values)
+    assert clim.mean.shape == (366, 4, 4, 5, 2) and list(clim.hours) == [0, 6, 12, 18]
+    np.testing.assert_allclose(clim.at(every_slot.values),
+                               wb2_climatology(frames, times, every_slot), rtol=1e-6)
+    # missing days (a gap in March 2011, every third day's 06:00) are left out of the means
+    gone = ((times.year == 2011) & (times.month == 3)) | ((times.hour == 6)
+                                                         & (times.day_of_year % 3 == 0))
+    clim = Climatology.of_frames([frames[~gone]], times.values[~gone])
+    np.testing.assert_allclose(clim.at(every_slot.values),
+                               wb2_climatology(frames[~gone], times[~gone], every_slot), rtol=1e-6)
+    # the window wraps around the year end: 1 January is mostly late December and early January
+    assert clim.at(np.array(["2030-01-01T00"], "datetime64[s]"))[0].mean() == pytest.approx(
+        frames[(times.day_of_year <= 30) | (times.day_of_year >= 337)][::4].mean(), abs=1.5)
+    assert np.isnan(clim.at(np.array(["2030-01-01T03"], "datetime64[s]"))).all()  # no 03:00
+
+
+def test_acc_is_weatherbench2s_acc():
+    from tau_jax.weather_metrics import AnomalyCorrelation, Climatology
+    import pandas as pd
+    lat = np.array([-67.5, -22.5, 22.5, 67.5])  # no poles: cell areas are cos-latitude
+    frames, times = synthetic_year()
+    clim = Climatology.of_frames([frames], times.values)
+    valid = pd.date_range("2013-02-27", periods=9 * 3, freq="6h").values.reshape(9, 3)
+    rng = np.random.default_rng(1)
+    true = 280 + 10 * rng.normal(size=(9, 3, 4, 5, 2))
+    pred = true + 8 * rng.normal(size=true.shape)
+    acc = AnomalyCorrelation(lat, ["a", "b"], clim)
+    junk = np.full((2, 3, 4, 5, 2), 1e6)  # the padding rows of a last batch
+    acc.update(np.concatenate([pred[:5], junk]), np.concatenate([true[:5], junk]),
+               np.concatenate([valid[:5], valid[:2]]), mask=[1] * 5 + [0, 0])
+    acc.update(pred[5:], true[5:], valid[5:])
+    want = wb2_acc(pred, true, wb2_climatology(frames, times, valid.ravel()).reshape(
+        true.shape), lat)
+    got = acc.result()
+    for k, name in enumerate("ab"):
+        np.testing.assert_allclose(got[f"acc_{name}_per_frame"], want[:, k], rtol=1e-6)
+        assert got[f"acc_{name}"] == pytest.approx(want[:, k].mean(), rel=1e-6)
+    assert got["acc"] == pytest.approx(want.mean(), rel=1e-6)
+
+
+def test_acc_is_one_for_a_perfect_forecast_and_near_zero_for_climatology_plus_noise():
+    from tau_jax.weather_metrics import AnomalyCorrelation, Climatology
+    import pandas as pd
+    lat = np.linspace(-87.1875, 87.1875, 32)
+    frames, times = synthetic_year(grid=(32, 64, 1), start="2011-01-01", end="2011-03-31")
+    clim = Climatology.of_frames([frames], times.values)
+    valid = pd.date_range("2014-01-10", periods=20 * 2, freq="6h").values.reshape(20, 2)
+    c = clim.at(valid)
+    rng = np.random.default_rng(2)
+    true = c + rng.normal(size=c.shape)
+
+    def acc(pred):
+        score = AnomalyCorrelation(lat, ["t2m"], clim)
+        score.update(pred, true, valid)
+        return score.result()
+
+    assert acc(true)["acc"] == pytest.approx(1.0, abs=1e-12)
+    assert acc(c + 3 * (true - c))["acc"] == pytest.approx(1.0, abs=1e-12)  # anomaly scale
+    assert acc(c - (true - c))["acc"] == pytest.approx(-1.0, abs=1e-12)
+    assert abs(acc(c + rng.normal(size=c.shape))["acc"]) < 0.02  # no skill
+    # anomalies are not centred: a bias costs ACC (a plain correlation would stay 1)
+    assert acc(true + 1.0)["acc"] < 0.8

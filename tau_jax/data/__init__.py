@@ -93,6 +93,16 @@ def get_source(data_config, split: str):
         return module(data_config.name).get_source(data_config, split)
 
 
+def training_climatology(data_config):
+    """WeatherBench2's climatology of the training split (`tau_jax.weather_metrics.Climatology`,
+    in physical units) of a dataset whose sources carry frame times (`source.times`:
+    weatherbench), kept beside the prepared dataset; None for the others."""
+    from tau_jax.data import climatology
+    data_config = _data_section(data_config)
+    with _preparing(data_config):
+        return climatology.training_climatology(module(data_config.name).prepare(data_config))
+
+
 def prepare(data_config):
     """Build the dataset into `data_config.data_dir` now (no-op when it is prepared); returns
     the tfds builder."""

@@ -19,7 +19,9 @@ class Source:
     `mean`, `std` are float32 `(C,)` arrays. `epoch_size` is the number of indices that make
     one epoch (`len` except for a generating source whose index space covers many epochs).
     `lat`, `lon`: the grid's latitudes and longitudes in degrees for geographic fields (None
-    for video), which the run's map pictures are drawn on.
+    for video), which the run's map pictures are drawn on. `times`: datetime64 `(len, T+T')`,
+    the valid time of every sequence's frames where the files give them (weather; None
+    elsewhere), which WeatherBench2's ACC needs.
     """
 
     name: str
@@ -32,6 +34,7 @@ class Source:
     std: np.ndarray
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
+    times: np.ndarray | None = None
 
     @property
     def epoch_size(self) -> int:

@@ -19,12 +19,13 @@ returns z-scored windows with `source.mean`, `source.std` = those training stati
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import pathlib
 from typing import ClassVar
 
 import numpy as np
 
-from tau_jax.data import base, sources, tfds_base, weatherbench2
+from tau_jax.data import base, climatology, sources, tfds_base, weatherbench2
 
 NAME = "weatherbench"
 SINGLE = {"t2m": "2m_temperature", "tcc": "total_cloud_cover",
@@ -118,7 +119,8 @@ def _open(path: pathlib.Path):
     return ds
 
 
-def _years_of(ds, path) -> np.ndarray:
+def _times_of(ds, path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(years, datetime64 times) of the time steps; times None for a non-real-world calendar."""
     import netCDF4
     if "time" not in ds.variables:
         raise ValueError(f"{path} has no 'time' variable.")
@@ -126,14 +128,18 @@ def _years_of(ds, path) -> np.ndarray:
     units = getattr(tv, "units", None)
     if units is None:
         raise ValueError(f"{path}: the time variable has no units.")
-    dates = netCDF4.num2date(tv[:], units, getattr(tv, "calendar", "standard"))
-    return np.array([d.year for d in np.atleast_1d(dates)], np.int64)
+    dates = np.atleast_1d(netCDF4.num2date(tv[:], units, getattr(tv, "calendar", "standard"),
+                                           only_use_cftime_datetimes=False))
+    real = all(isinstance(d, datetime.datetime) for d in dates)
+    return (np.array([d.year for d in dates], np.int64),
+            np.array(dates, "datetime64[s]") if real else None)
 
 
 @dataclasses.dataclass
 class FileTimes:
     path: pathlib.Path
-    years: np.ndarray     # year of each time step in the file
+    years: np.ndarray           # year of each time step in the file
+    times: np.ndarray | None    # datetime64 of each time step (None: not a real calendar)
 
 
 def scan_channel(root: pathlib.Path, ch: Channel) -> list[FileTimes]:
@@ -150,7 +156,7 @@ def scan_channel(root: pathlib.Path, ch: Channel) -> list[FileTimes]:
             if ch.short not in ds.variables:
                 raise ValueError(f"{f} has no variable {ch.short!r} (it has "
                                  f"{sorted(ds.variables)}).")
-            out.append(FileTimes(f, _years_of(ds, f)))
+            out.append(FileTimes(f, *_times_of(ds, f)))
         finally:
             ds.close()
     return out
@@ -242,8 +248,10 @@ def plan(root: pathlib.Path, channels: list[Channel], years: dict[str, tuple[int
         if len(keep) - length < 1:
             raise ValueError(f"WeatherBench {split} years {a}-{b} give {len(keep)} frames after "
                              f"step {step}; windows of T + T' = {length} need more than {length}.")
+        stamps = [ft.times if ft.times is None else ft.times[idx] for ft, idx in per_channel[0]]
+        times = None if any(t is None for t in stamps) else np.concatenate(stamps)[keep]
         plans[split] = {"blocks": per_channel, "keep": keep, "n_frames": len(keep),
-                        "n_windows": len(keep) - length}
+                        "n_windows": len(keep) - length, "times": times}
     return plans
 
 
@@ -343,36 +351,25 @@ class WeatherBench(tfds_base.Builder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         p = self.params
-        if p["zarr"]:
-            return self._store_splits(p)
-        channels, plans, grid = checked_plan(pathlib.Path(dl_manager.manual_dir), p)
+        if p["zarr"]:  # a WeatherBench2 zarr store (weatherbench2.py)
+            ds, channels, plans = store_plan(p)
+            grid = weatherbench2.grid_of(ds, channels[0], p["zarr"])
+            chunks = {s: (f[None] for f in weatherbench2.iter_frames(
+                ds, p["zarr"], channels, q["index"])) for s, q in plans.items()}
+        else:
+            channels, plans, grid = checked_plan(pathlib.Path(dl_manager.manual_dir), p)
+            shape = self.feature_spec()[0]
+            chunks = {s: checked_frames(iter_frames(q, channels), shape)
+                      for s, q in plans.items()}
         self.info.metadata.update(tfds_base.json_safe({
             "in_frames": p["in_frames"], "out_frames": p["out_frames"],
             "variables": p["variables"], "years": p["years"], "step": p["step"],
-            "lat": grid.get("lat"), "lon": grid.get("lon"),
+            "lat": grid.get("lat"), "lon": grid.get("lon"), "source": p["zarr"] or None,
             "n_frames": {s: q["n_frames"] for s, q in plans.items()},
-            "n_windows": {s: q["n_windows"] for s, q in plans.items()}}))
-        shape = self.feature_spec()[0]
-        return {s: self._generate_examples(
-                    self._recording_stats(s, checked_frames(iter_frames(q, channels), shape),
-                                          len(channels)), q["n_frames"])
-                for s, q in plans.items()}
-
-
-    def _store_splits(self, p):
-        """The splits read from a WeatherBench2 zarr store (weatherbench2.py)."""
-        ds, channels, plans = store_plan(p)
-        path = p["zarr"]
-        grid = weatherbench2.grid_of(ds, channels[0], path)
-        self.info.metadata.update(tfds_base.json_safe({
-            "in_frames": p["in_frames"], "out_frames": p["out_frames"],
-            "variables": p["variables"], "years": p["years"], "step": p["step"],
-            "lat": grid["lat"], "lon": grid["lon"], "source": path,
-            "n_frames": {s: q["n_frames"] for s, q in plans.items()},
-            "n_windows": {s: q["n_windows"] for s, q in plans.items()}}))
-        return {s: self._generate_examples(
-                    self._recording_stats(s, (f[None] for f in weatherbench2.iter_frames(
-                        ds, path, channels, q["index"])), len(channels)), q["n_frames"])
+            "n_windows": {s: q["n_windows"] for s, q in plans.items()},
+            "times": {s: climatology.encode_times(q["times"]) for s, q in plans.items()}}))
+        return {s: self._generate_examples(self._recording_stats(s, chunks[s], len(channels)),
+                                           q["n_frames"])
                 for s, q in plans.items()}
 
 
@@ -409,14 +406,18 @@ def builder(data_config) -> WeatherBench:
 
 
 def prepare(data_config) -> WeatherBench:
+    """The prepared builder; preparing also computes the training split's climatology (ACC)."""
     b = builder(data_config)
-    if not b.is_prepared() and b.params["zarr"]:
+    if b.is_prepared():
+        return b
+    if b.params["zarr"]:
         store_plan(b.params)  # every variable, level and year before anything is written
         tfds_base.ensure_prepared(b)
-    elif not b.is_prepared():
+    else:
         root = _root(data_config)
         checked_plan(root, b.params)  # every file and year before anything is written
         tfds_base.ensure_prepared(b, root)
+    climatology.training_climatology(b)
     return b
 
 
@@ -434,6 +435,7 @@ def get_source(data_config, split: str) -> sources.Source:
                                   starts=starts)
     if md["lat"] is not None and md["lon"] is not None:
         source.lat, source.lon = np.asarray(md["lat"]), np.asarray(md["lon"])
+    source.times = climatology.window_times(md, split, starts)
     return source
 
 

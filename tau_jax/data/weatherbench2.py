@@ -64,11 +64,13 @@ def field(ds, ch, path: str):
 
 
 def plan(ds, path: str, channels, years: dict, step: int, length: int) -> dict:
-    """{split: {'index': time indices of the kept frames, 'n_frames', 'n_windows'}}: OpenSTL's
-    selection (the split's years, the last time stamp dropped, every `step`-th kept)."""
+    """{split: {'index': time indices of the kept frames, 'n_frames', 'n_windows', 'times'}}:
+    OpenSTL's selection (the split's years, the last time stamp dropped, every `step`-th kept)
+    and the frames' datetime64 times (None for calendars other than the real-world one)."""
     for ch in channels:
         field(ds, ch, path)
     have = np.asarray(ds["time"].dt.year)
+    stamps = np.asarray(ds["time"])  # datetime64, or cftime objects for other calendars
     plans = {}
     for split, (a, b) in years.items():
         missing = [y for y in range(a, b + 1) if y not in set(have.tolist())]
@@ -80,7 +82,8 @@ def plan(ds, path: str, channels, years: dict, step: int, length: int) -> dict:
             raise ValueError(f"WeatherBench2 {split} years {a}-{b} give {len(index)} frames "
                              f"after step {step}; windows of T + T' = {length} need more.")
         plans[split] = {"index": index, "n_frames": len(index),
-                        "n_windows": len(index) - length}
+                        "n_windows": len(index) - length,
+                        "times": stamps[index] if stamps.dtype.kind == "M" else None}
     return plans
 
 

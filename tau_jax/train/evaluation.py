@@ -14,7 +14,7 @@ from jax.experimental import multihost_utils
 from tau_jax import data, models, visualize
 from tau_jax.data.pipeline import eval_batches
 from tau_jax.metrics import MetricAccumulator
-from tau_jax.weather_metrics import LatitudeWeightedRMSE
+from tau_jax.weather_metrics import WeatherBench2Metrics
 from tau_jax.train.checkpoint import abstract_like, restore_part
 from tau_jax.train.predictions import PredictionWriter
 from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh, tree_shardings
@@ -35,20 +35,23 @@ def make_predict_step(model, config, mesh):
 def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0,
                    keep: PredictionWriter | None = None):
     """OpenSTL metrics over the whole split (every sample once, across all processes), for
-    geographic fields WeatherBench2's latitude-weighted RMSE too (weather_metrics.py), the same
-    metrics of the copy-last-input-frame baseline ('copy_last_<metric>'), and the first
-    `samples` (inputs, targets, predictions) in display units; `keep` receives every sequence's
-    (inputs, targets, predictions) in display units, in order."""
+    geographic fields WeatherBench2's latitude-weighted RMSE too and, where the source knows
+    its frames' valid times, its ACC against the training split's climatology
+    (weather_metrics.py), the same metrics of the copy-last-input-frame baseline
+    ('copy_last_<metric>'), and the first `samples` (inputs, targets, predictions) in display
+    units; `keep` receives every sequence's (inputs, targets, predictions) in display units, in
+    order."""
     conventions = data.metric_conventions(config.data)
     acc = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
     baseline = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
-    weighted = []  # (model, baseline) latitude-weighted RMSE of a geographic field
+    weighted = []  # (model, baseline) WeatherBench2 metrics of a geographic field
     if source.lat is not None:
         names = [label.split(" (")[0] for label in data.channel_labels(config.data)]
-        weighted = [LatitudeWeightedRMSE(source.lat, names) for _ in range(2)]
+        clim = None if source.times is None else data.training_climatology(config.data)
+        weighted = [WeatherBench2Metrics(source.lat, names, clim) for _ in range(2)]
     t = config.model.in_shape[0]
     raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
-    shown = None
+    shown, seen = None, 0  # `seen`: the split index of the batch's first row
     for frames, mask in eval_batches(source, config.data.eval_batch_size, batch_sharding(mesh)):
         pred = predict_step(variables, frames)
         frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
@@ -57,8 +60,11 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
         last = np.broadcast_to(frames[:, t - 1:t], target.shape)
         acc.update(pred, target, mask=mask)
         baseline.update(last, target, mask=mask)
+        rows = np.minimum(seen + np.arange(len(mask)), len(source) - 1)  # padding: any row
+        seen += len(mask)
+        times = None if source.times is None else source.times[rows, t:]  # valid times
         for w, p in zip(weighted, (pred, last)):
-            w.update(raw(p), raw(target), mask=mask)
+            w.update(raw(p), raw(target), times, mask=mask)
         if shown is None and samples:
             k = min(samples, int(mask.sum()))
             shown = (raw(frames[:k, :t]), raw(target[:k]), raw(pred[:k]))
