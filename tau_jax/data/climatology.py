@@ -5,8 +5,9 @@ Preparing WeatherBench records each split's frame times in the dataset metadata 
 (tau_jax.weather_metrics) needs WeatherBench2's climatology of the training split: computed
 from the stored training frames when the dataset is prepared (or first needed) and kept in the
 prepared dataset's folder (`climatology/`), so every run and `tau-jax eval` of that dataset
-uses the same one. A dataset prepared before times were recorded has none: its sources have
-no `times`, and runs on it report no ACC.
+uses the same one. Files on a calendar that is not a real-world one give no times: their
+sources have no `times`, and runs on them report no ACC. (Datasets prepared before times were
+recorded, version 1.0.0, are prepared again: the builder is version 1.1.0.)
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import pathlib
 from typing import ClassVar
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from tau_jax.data import base, climatology, sources, tfds_base, weatherbench2
 
@@ -228,9 +229,7 @@ def plan(root: pathlib.Path, channels: list[Channel], years: dict[str, tuple[int
                 idx = np.flatnonzero((ft.years >= a) & (ft.years <= b))
                 if len(idx):
                     blocks.append((ft, idx))
-            have = set()
-            for ft, idx in blocks:
-                have.update(ft.years[idx].tolist())
+            have = {y for ft, idx in blocks for y in ft.years[idx].tolist()}
             missing = [y for y in range(a, b + 1) if y not in have]
             if missing:
                 raise FileNotFoundError(
@@ -341,8 +340,8 @@ class WeatherBench(tfds_base.Builder, skip_registration=True):
     statistics in the metadata."""
 
     name = "tau_weatherbench"
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        tfds_base.VERSION: "OpenSTL's year splits and anchor range."}
+    VERSION = tfds.core.Version("1.1.0")  # 1.1.0: frame times in the metadata, for ACC
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.1.0": "Frame times recorded (ACC)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
     def feature_spec(self):
