@@ -409,3 +409,38 @@ def test_corrupt_config_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"model": {"name": "tau",')
     with pytest.raises(ValueError, match=rf"{tmp_path / 'config.json'} is not valid JSON"):
         load_config(tmp_path)
+
+
+def test_sigterm_during_an_evaluation_saves_the_checkpoint_without_finishing_it(
+        dataset, tmp_path, monkeypatch):
+    """A preemption notice gives seconds, an evaluation can take minutes: the evaluation gives
+    way, the step's checkpoint is written, and the next run evaluates the finished run."""
+    make = loop.make_predict_step
+    calls = []
+
+    def signalled(*args, **kwargs):
+        step = make(*args, **kwargs)
+
+        def run(variables, frames):
+            calls.append(1)
+            if len(calls) == 1:  # SIGTERM while the first evaluation batch is predicted
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(variables, frames)
+        return run
+
+    monkeypatch.setattr(loop, "make_predict_step", signalled)
+    config = tiny_config(dataset, max_steps=2, eval_every_steps=2)
+    config.data.eval_split = "train"  # 18 sequences: three evaluation batches of 8
+    run = tmp_path / "run"
+    from tau_jax.train.preemption import Preempted
+    with pytest.raises(Preempted, match="stopped by SIGTERM at step 2 after saving checkpoint"):
+        loop.train_and_evaluate(config, run)
+    assert len(calls) == 1, "the evaluation went on after the signal"
+    assert checkpoint_steps(run) == [2] and not (run / "eval_metrics.json").exists()
+    assert "given up to save the checkpoint" in (run / "train.log").read_text()
+
+    monkeypatch.setattr(loop, "make_predict_step", make)
+    metrics = loop.train_and_evaluate(config, run)  # resumed at its last step: evaluates only
+    assert np.isfinite(metrics["mse"]) and checkpoint_steps(run) == [2]
+    assert json.loads((run / "eval_metrics.json").read_text())["mse"] == pytest.approx(
+        metrics["mse"])

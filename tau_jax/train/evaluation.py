@@ -32,15 +32,19 @@ def make_predict_step(model, config, mesh):
     return jax.jit(step, out_shardings=batch_sharding(mesh))
 
 
+class EvaluationInterrupted(Exception):
+    """An evaluation given up because the job is asked to stop (preemption.py)."""
+
+
 def evaluate_split(predict_step, variables, source, config, mesh, samples: int = 0,
-                   keep: PredictionWriter | None = None):
+                   keep: PredictionWriter | None = None, interrupted=None):
     """OpenSTL metrics over the whole split (every sample once, across all processes), for
     geographic fields WeatherBench2's latitude-weighted RMSE too and, where the source knows
     its frames' valid times, its ACC against the training split's climatology
     (weather_metrics.py), the same metrics of the copy-last-input-frame baseline
     ('copy_last_<metric>'), and the first `samples` (inputs, targets, predictions) in display
     units; `keep` receives every sequence's (inputs, targets, predictions) in display units, in
-    order."""
+    order. `interrupted()`, asked before every batch, stops it with EvaluationInterrupted."""
     conventions = data.metric_conventions(config.data)
     acc = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
     baseline = MetricAccumulator(**conventions, mean=source.mean, std=source.std)
@@ -53,6 +57,8 @@ def evaluate_split(predict_step, variables, source, config, mesh, samples: int =
     raw = lambda a: a * source.std + source.mean  # noqa: E731 - display units
     shown, seen = None, 0  # `seen`: the split index of the batch's first row
     for frames, mask in eval_batches(source, config.data.eval_batch_size, batch_sharding(mesh)):
+        if interrupted is not None and interrupted():
+            raise EvaluationInterrupted
         pred = predict_step(variables, frames)
         frames, pred, mask = (np.asarray(multihost_utils.process_allgather(a, tiled=True))
                               for a in (frames, pred, mask))

@@ -33,8 +33,9 @@ from jax.experimental import multihost_utils
 from tau_jax import data, models
 from tau_jax.data.pipeline import train_batches
 from tau_jax.train import console, optim
-from tau_jax.train.evaluation import (check_checkpoint_choice, evaluate_split, make_predict_step,
-                                      picture_style, save_pictures)
+from tau_jax.train.evaluation import (EvaluationInterrupted, check_checkpoint_choice,
+                                      evaluate_split, make_predict_step, picture_style,
+                                      save_pictures)
 from tau_jax.train.checkpoint import WRITE_ERRNOS, Checkpointer, WriteError, abstract_like
 from tau_jax.train.lock import WorkdirLocked, workdir_lock
 from tau_jax.train.preemption import Preempted, Preemption
@@ -237,12 +238,20 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
 
     def run_eval(step):
         metrics, shown = evaluate_split(predict_step, state.eval_variables(
-            bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples)
+            bool(config.optim.ema_decay)), eval_source, config, mesh, config.train.num_samples,
+            interrupted=preemption.requested_between_steps)
         writer.scalars(step, metrics, "eval")
         if jax.process_index() == 0:
             save_pictures(workdir / "samples", step, metrics, shown, writer, style)
         return metrics
 
+    if step == total_steps and not (workdir / METRICS_FILE).exists():
+        try:  # a run preempted during its final evaluation: evaluate now
+            return run_eval(step)
+        except EvaluationInterrupted:
+            raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} during the "
+                            f"final evaluation (checkpoint {step} is saved); run the same "
+                            "command again to evaluate.", preemption.signum) from None
     try:
         while step < total_steps:
             if progress is None:
@@ -274,7 +283,12 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
                 progress.set_postfix(loss=f"{means['loss']:.4g}")
                 sums, count = None, 0
             if (step % eval_every == 0 or last) and not stop:
-                last_eval = run_eval(step)
+                try:
+                    last_eval = run_eval(step)
+                except EvaluationInterrupted:  # a signal: the checkpoint first, the rest later
+                    log.warning("Evaluation at step %d given up to save the checkpoint.", step)
+                    stop = saving = True
+                    last_eval = {}
             if saving:
                 val = last_eval.get("mse") if step % eval_every == 0 or last else None
                 try:

@@ -62,6 +62,15 @@ class Preemption:
     def reached(self, step: int) -> bool:
         if self._service:
             return bool(multihost_utils.reached_preemption_sync_point(step))
+        return self.requested_between_steps()
+
+    def requested_between_steps(self) -> bool:
+        """Whether a signal asked to stop, agreed by every process (each must call it at the
+        same point, e.g. once per evaluation batch): lets a long evaluation give way to the
+        checkpoint of a preempted job. Always False with JAX's preemption service, which agrees
+        only at steps."""
+        if self._service:
+            return False
         requested = self.requested  # read once: the signal may arrive at any moment
         if jax.process_count() > 1:
             return bool(np.any(multihost_utils.process_allgather(np.int32(requested))))
