@@ -246,10 +246,13 @@ def write_wb2_store(path, years=(2010, 2011, 2012, 2013), per_year=20):
     return times, t2m, t
 
 
-def test_weatherbench2_zarr_store_gives_the_frames_of_its_years(tmp_path):
-    times, t2m, t = write_wb2_store(tmp_path / "era5.zarr")
-    config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5.zarr"),
-                            weather_step=2)
+@pytest.mark.parametrize("where", ["local", "fsspec"])
+def test_weatherbench2_zarr_store_gives_the_frames_of_its_years(tmp_path, where):
+    """A local store, and one behind an fsspec URL (the path a gs:// store takes, here fsspec's
+    in-memory file system)."""
+    store = str(tmp_path / "era5.zarr") if where == "local" else f"memory://{tmp_path}/era5.zarr"
+    times, t2m, t = write_wb2_store(store)
+    config = weather_config(tmp_path, weather_zarr=store, weather_step=2)
     source = data.get_source(config.data, "test")
     years = times.astype("datetime64[Y]").astype(int) + 1970
     index = np.flatnonzero(years == 2013)[:-1][::2]  # OpenSTL: last stamp dropped, every 2nd
@@ -261,6 +264,26 @@ def test_weatherbench2_zarr_store_gives_the_frames_of_its_years(tmp_path):
         np.testing.assert_allclose(source[i] * source.std + source.mean, frames[i:i + 5],
                                    rtol=1e-5)
     assert source[0].shape == (5, 32, 64, 2)
+
+
+def test_weatherbench2_1_5_degree_store_keeps_its_121_rows_with_the_poles(tmp_path):
+    """WeatherBench2's 240x121 grid (poles included) comes out as it is, latitude ascending."""
+    import pandas as pd
+    import xarray as xr
+    times = pd.date_range("2013-01-01", periods=12, freq="6h").values
+    lat = np.linspace(90, -90, 121)
+    t2m = 250 + 20 * np.random.default_rng(1).random((12, 240, 121)).astype(np.float32)
+    xr.Dataset({"2m_temperature": (("time", "longitude", "latitude"), t2m)},
+               coords={"time": times, "longitude": np.arange(240) * 1.5, "latitude": lat}
+               ).to_zarr(tmp_path / "era5_240x121.zarr", zarr_format=2)
+    config = weather_config(tmp_path, weather_zarr=str(tmp_path / "era5_240x121.zarr"))
+    config.data.update(weather_variables=("t2m",), weather_train_years=(2013, 2013),
+                       weather_val_years=(2013, 2013), weather_test_years=(2013, 2013))
+    source = data.get_source(config.data, "test")
+    assert source[0].shape == (5, 121, 240, 1)
+    np.testing.assert_allclose(source.lat, lat[::-1])
+    np.testing.assert_allclose(source[0][0, ..., 0] * source.std[0] + source.mean[0],
+                               t2m[0].T[::-1], rtol=1e-5)
 
 
 @pytest.mark.parametrize("fields,message", [
