@@ -25,8 +25,9 @@ on any size its strides and windows divide (each family's `frame_rule`):
 * `tps`: multiples of stride * latent_patch * window_size (its windows must tile the token grid;
   the relative-position table depends on the window, not the grid);
 * `predrnn`, `predrnnv2`, `convlstm`: multiples of patch_size;
-* `timesformer` (a position embedding learnt per token of the in_shape grid) and the recurrent
-  family with `layer_norm = 1` (LayerNorm affines over the whole grid) take only in_shape's H x W.
+* `timesformer` (a position embedding learnt per token of the in_shape grid), `predformer` (a
+  fixed position code numbering the in_shape grid's tokens) and the recurrent family with
+  `layer_norm = 1` (LayerNorm affines over the whole grid) take only in_shape's H x W.
 
 Frames of another size are padded to the smallest accepted size that holds them (for the
 fixed-size models: to in_shape, when they are no larger), predicted, and cropped back, so the
