@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tau_jax.models.layers import chain_passes
+
 SEAM = ("NAMES", "OPENSTL_FEED", "model_config", "build", "example_inputs", "loss", "predict",
         "model_pass", "frame_rule", "openstl_key", "openstl_model")
 
@@ -74,3 +76,26 @@ def check_in_shape(cfg) -> tuple[int, int, int, int]:
 def identity(call):
     """`around` of a model pass without padding."""
     return call
+
+
+# The seam of a family whose module maps T input frames to the next T (`predict_window(x,
+# train)`) and chains such passes to out_frames in `__call__(x, train)` (SimVP, PredFormer).
+
+def frames_example_inputs(cfg) -> dict:
+    """Batch-1 call arguments: the T input frames."""
+    dt = resolve_dtype(cfg.param_dtype, "param_dtype")
+    return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), dt))
+
+
+def frames_predict(model, cfg, variables, inputs):
+    """The out_frames frames after `inputs` (B, T, H, W, C), eval mode."""
+    del cfg
+    return model.apply(variables, inputs, train=False)
+
+
+def frames_model_pass(model, cfg, variables, window, around=identity):
+    """`predict` made of T-frame `predict_window` calls, each wrapped by `around`: the roll-out
+    the model itself makes, with every call padded and cropped as the caller asks."""
+    def call(frames):
+        return model.apply(variables, frames, False, method="predict_window")
+    return chain_passes(around(call), window, int(cfg.out_frames))

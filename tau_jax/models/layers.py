@@ -284,6 +284,16 @@ def gelu(x):
 # Roll-out
 # ----------------------------------------------------------------------------------------------
 
+def checked_roll_out(model_name: str, in_shape, next_frames, inputs, horizon: int):
+    """`chain_passes` for a model that takes only `(B, *in_shape)` frames: one sentence naming
+    the shape otherwise."""
+    if inputs.ndim != 5 or tuple(inputs.shape[1:]) != tuple(in_shape):
+        raise ValueError(
+            f"{model_name} expects input frames of shape (B, {', '.join(map(str, in_shape))}) "
+            f"= (B, T, H, W, C) per model.in_shape, got {tuple(inputs.shape)}.")
+    return chain_passes(next_frames, inputs, horizon)
+
+
 def chain_passes(next_frames, inputs, horizon: int):
     """The `horizon` frames after `inputs` (B, T, ...), where `next_frames(window)` predicts the
     frames after a window of T frames: passes are chained, each fed the last T frames known so

@@ -37,10 +37,12 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from tau_jax import losses
 from tau_jax.models import openstl_names
-from tau_jax.models.attention import dot_product_attention, trunc_normal
-from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
-from tau_jax.models.layers import (DropPath, chain_passes, torch_default_bias_init,
+from tau_jax.models.attention import dense, dot_product_attention, layer_norm, patchify
+from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
+                                   frames_predict, require_fields)
+from tau_jax.models.layers import (DropPath, checked_roll_out, torch_default_bias_init,
                                    torch_default_kernel_init)
 
 Dtype = Any
@@ -69,11 +71,6 @@ TOKENS_LEFT_IN_PATCH_TIME_ORDER = ("fac_st",)
 LAYER_NORM_EPS = 1e-5  # PyTorch's nn.LayerNorm default
 
 
-def _dense(features: int, dt: dict, *, name: str, use_bias: bool = True) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias, kernel_init=trunc_normal(),
-                    bias_init=nn.initializers.zeros, name=name, **dt)
-
-
 class Attention(nn.Module):
     """Multi-head self-attention over axis -2, heads x dim_head wide inside (which need not equal
     the token width); no qkv bias; the output projection (and its dropout) is left out when one
@@ -89,14 +86,14 @@ class Attention(nn.Module):
     def __call__(self, x, train: bool):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         dim, inner = x.shape[-1], self.heads * self.dim_head
-        qkv = _dense(3 * inner, dt, name="to_qkv", use_bias=False)(x)
+        qkv = dense(3 * inner, name="to_qkv", use_bias=False, **dt)(x)
         qkv = qkv.reshape(qkv.shape[:-1] + (3, self.heads, self.dim_head))
         out = dot_product_attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :],
                                     dtype=self.dtype)
         out = out.reshape(out.shape[:-2] + (inner,))
         if self.heads == 1 and self.dim_head == dim:
             return out
-        out = _dense(dim, dt, name="to_out_0")(out)
+        out = dense(dim, name="to_out_0", **dt)(out)
         return nn.Dropout(self.dropout, deterministic=not train)(out)
 
 
@@ -111,10 +108,10 @@ class SwiGLU(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = nn.silu(_dense(self.hidden, dt, name="fc1_g")(x)) * _dense(self.hidden, dt,
-                                                                        name="fc1_x")(x)
+        y = nn.silu(dense(self.hidden, name="fc1_g", **dt)(x)) * dense(self.hidden,
+                                                                        name="fc1_x", **dt)(x)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
-        y = _dense(x.shape[-1], dt, name="fc2")(y)
+        y = dense(x.shape[-1], name="fc2", **dt)(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -127,8 +124,8 @@ class PreNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.LayerNorm(LAYER_NORM_EPS, name="norm", dtype=self.dtype,
-                         param_dtype=self.param_dtype)(x)
+        x = layer_norm(LAYER_NORM_EPS, name="norm", dtype=self.dtype,
+                       param_dtype=self.param_dtype)(x)
         return self.fn(x, train)
 
 
@@ -156,7 +153,7 @@ class GatedTransformer(nn.Module):
                                              train)
             x = x + DropPath(self.drop_path)(PreNorm(ff, name=f"layers_{j}_1", **dt)(x, train),
                                              train)
-        return nn.LayerNorm(LAYER_NORM_EPS, name="norm", **dt)(x)
+        return layer_norm(LAYER_NORM_EPS, name="norm", **dt)(x)
 
 
 def over_axis(transformer: nn.Module, x, axis: str, train: bool):
@@ -221,7 +218,7 @@ class PredFormer(nn.Module):
         self.to_patch_embedding_1 = nn.Dense(
             self.dim, kernel_init=torch_default_kernel_init(),
             bias_init=torch_default_bias_init(p * p * c), **dt)
-        self.mlp_head_0 = nn.LayerNorm(LAYER_NORM_EPS, **dt)
+        self.mlp_head_0 = layer_norm(LAYER_NORM_EPS, name=None, **dt)
         self.mlp_head_1 = nn.Dense(c * p * p, kernel_init=torch_default_kernel_init(),
                                    bias_init=torch_default_bias_init(self.dim), **dt)
         stacked, stages = VARIANTS[self.variant]
@@ -236,11 +233,9 @@ class PredFormer(nn.Module):
 
     def __call__(self, x, train: bool = False):
         """Predict `out_frames` future frames from `x` `(B, T, H, W, C)`."""
-        if x.ndim != 5 or tuple(x.shape[1:]) != tuple(self.in_shape):
-            raise ValueError(
-                f"PredFormer expects input frames of shape (B, {', '.join(map(str, self.in_shape))})"
-                f" = (B, T, H, W, C) per model.in_shape, got {tuple(x.shape)}.")
-        return chain_passes(lambda window: self.predict_window(window, train), x, self.out_frames)
+        return checked_roll_out("PredFormer", self.in_shape,
+                                lambda window: self.predict_window(window, train), x,
+                                self.out_frames)
 
     def predict_window(self, x, train: bool):
         """One pass: T input frames -> the next T frames."""
@@ -248,8 +243,7 @@ class PredFormer(nn.Module):
         p, gh, gw = self.patch_size, h // self.patch_size, w // self.patch_size
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        # (p1 p2 c) patch order, as the official Rearrange
-        tokens = x.reshape(b, t, gh, p, gw, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+        tokens = patchify(x, p)  # (p1 p2 c) patch order, as the official Rearrange
         tokens = self.to_patch_embedding_1(tokens.reshape(b, t, gh * gw, p * p * c))
         code = sinusoidal_code(t * gh * gw, self.dim).reshape(1, t, gh * gw, self.dim)
         tokens = tokens + jnp.asarray(code).astype(tokens.dtype)
@@ -303,9 +297,13 @@ def equal_budget_ndepth(variant: str, quadruplet_blocks: int) -> int:
     """Ndepth giving `variant` as many transformers as `quadruplet_blocks` Quadruplet blocks have
     (4 per block), rounded up: the official configs' table (6 -> full 24, fac / binary 12,
     triplet 8, quadruplet 6; 2 -> 8, 4, 3, 2)."""
+    return -(-4 * quadruplet_blocks // len(VARIANTS[check_variant(variant)][1]))
+
+
+def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"model.variant must be one of {sorted(VARIANTS)}, got {variant!r}.")
-    return -(-4 * quadruplet_blocks // len(VARIANTS[variant][1]))
+    return variant
 
 
 def _positive_int(cfg, field: str) -> int:
@@ -320,8 +318,7 @@ def check_config(cfg) -> dict:
     module's constructor arguments otherwise."""
     require_fields(cfg, model_config(cfg.name))
     t, h, w, c = check_in_shape(cfg)
-    if cfg.variant not in VARIANTS:
-        raise ValueError(f"model.variant must be one of {sorted(VARIANTS)}, got {cfg.variant!r}.")
+    check_variant(cfg.variant)
     ints = {f: _positive_int(cfg, f) for f in ("out_frames", "patch_size", "dim", "heads",
                                                "dim_head", "scale_dim", "Ndepth", "depth")}
     p = ints["patch_size"]
@@ -341,33 +338,17 @@ def build(cfg, dtypes) -> nn.Module:
     return PredFormer(**check_config(cfg), **dtypes)
 
 
-def example_inputs(cfg) -> dict:
-    """Batch-1 call arguments: the T input frames."""
-    dt = resolve_dtype(cfg.param_dtype, "param_dtype")
-    return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), dt))
-
-
 def loss(model, config, variables, frames, rngs, key, step):
     """MSE of the T' frames predicted (train mode) from the first T of `frames`."""
     del key, step  # no sampling schedule in this family
     t = config.model.in_shape[0]
     pred = model.apply(variables, frames[:, :t], train=True, rngs=rngs)
-    target = frames[:, t:]
-    dt = jnp.promote_types(pred.dtype, jnp.float32)
-    return jnp.mean(jnp.square(pred.astype(dt) - target.astype(dt))), {}
+    return losses.mse(pred, frames[:, t:]), {}
 
 
-def predict(model, cfg, variables, inputs):
-    """The out_frames frames after `inputs` (B, T, H, W, C), eval mode."""
-    del cfg
-    return model.apply(variables, inputs, train=False)
-
-
-def model_pass(model, cfg, variables, window, around=identity):
-    """`predict` made of T-frame model calls, each wrapped by `around`."""
-    def call(frames):
-        return model.apply(variables, frames, False, method=PredFormer.predict_window)
-    return chain_passes(around(call), window, int(cfg.out_frames))
+example_inputs = frames_example_inputs
+predict = frames_predict
+model_pass = frames_model_pass
 
 
 def frame_rule(cfg) -> tuple[int, str | None]:

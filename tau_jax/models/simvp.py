@@ -21,8 +21,9 @@ from flax import linen as nn
 
 from tau_jax import losses
 from tau_jax.models import gsta, incepu, openstl_names, tau, timesformer, tps
-from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
-from tau_jax.models.layers import DW_IMPLS, chain_passes
+from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
+                                   frames_predict, require_fields)
+from tau_jax.models.layers import DW_IMPLS, checked_roll_out
 from tau_jax.models.metaformer import pointwise
 
 Dtype = Any
@@ -136,11 +137,9 @@ class SimVP(nn.Module):
 
     def __call__(self, x, train: bool = False):
         """Predict `out_frames` future frames from `x` `(B, T, H, W, C)`."""
-        if x.ndim != 5 or tuple(x.shape[1:]) != tuple(self.in_shape):
-            raise ValueError(
-                f"SimVP expects input frames of shape (B, {', '.join(map(str, self.in_shape))}) "
-                f"= (B, T, H, W, C) per model.in_shape, got {tuple(x.shape)}.")
-        return chain_passes(lambda window: self.predict_window(window, train), x, self.out_frames)
+        return checked_roll_out("SimVP", self.in_shape,
+                                lambda window: self.predict_window(window, train), x,
+                                self.out_frames)
 
     def predict_window(self, x, train: bool):
         """One pass: T input frames -> the next T frames."""
@@ -245,12 +244,6 @@ def build(cfg, dtypes) -> nn.Module:
                  spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
 
 
-def example_inputs(cfg) -> dict:
-    """Batch-1 call arguments: the T input frames."""
-    dt = resolve_dtype(cfg.param_dtype, "param_dtype")
-    return dict(x=jnp.zeros((1,) + tuple(cfg.in_shape), dt))
-
-
 def loss(model, config, variables, frames, rngs, key, step):
     """MSE + loss.alpha * DDR of the T' frames predicted from the first T of `frames`."""
     del key, step  # no sampling schedule in this family
@@ -260,18 +253,9 @@ def loss(model, config, variables, frames, rngs, key, step):
     return losses.tau_loss(pred, frames[:, t:], config.loss.alpha, config.loss.ddr_tau), mutated
 
 
-def predict(model, cfg, variables, inputs):
-    """The out_frames frames after `inputs` (B, T, H, W, C), eval mode."""
-    del cfg
-    return model.apply(variables, inputs, train=False)
-
-
-def model_pass(model, cfg, variables, window, around=identity):
-    """`predict` made of T-frame model calls, each wrapped by `around`: the roll-out the model
-    itself makes, with every call padded and cropped as the caller asks."""
-    def call(frames):
-        return model.apply(variables, frames, False, method=SimVP.predict_window)
-    return chain_passes(around(call), window, int(cfg.out_frames))
+example_inputs = frames_example_inputs
+predict = frames_predict
+model_pass = frames_model_pass
 
 
 def frame_rule(cfg) -> tuple[int, str | None]:
