@@ -14,7 +14,7 @@ from tau_jax import models
 from tau_jax.config import base_config, default_model_config, load_config_file
 from tau_jax.data import kth
 from tau_jax.train.workdir import load_config
-from tau_jax.models.tau import ABLATIONS, TemporalAttentionModule, se_hidden
+from tau_jax.models.translators.tau import ABLATIONS, TemporalAttentionModule, se_hidden
 
 ROOT = pathlib.Path(__file__).parents[1]
 RECIPES = ROOT / "experiments" / "reproduce"

@@ -19,8 +19,8 @@ from tau_jax.config import base_config, default_model_config, load_config_file
 from tau_jax.losses import tau_loss
 from tau_jax.train.sharding import MIN_SHARDED_SIZE, make_mesh, tree_shardings
 from tau_jax.models.attention import dot_product_attention, patchify, unpatchify
-from tau_jax.models.timesformer import SpaceTimeAttention, TimeSformer, TimeSformerBlock
-from tau_jax.models.tps import (PATTERN_C, TPS, TPSBlock, channel_shift, patch_shift,
+from tau_jax.models.translators.timesformer import SpaceTimeAttention, TimeSformer, TimeSformerBlock
+from tau_jax.models.translators.tps import (PATTERN_C, TPS, TPSBlock, channel_shift, patch_shift,
                                 relative_position_index, shift_offsets)
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"

@@ -16,7 +16,7 @@ from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
 from tau_jax.models.layers import (conv_plain_grads, depthwise_conv_lax, depthwise_conv_taps,
                                    drop_path_rates)
-from tau_jax.models.tau import large_kernel_geometry, se_hidden
+from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
 PARAM_FLOPS = json.loads((DATA / "param_flops.json").read_text())

@@ -1,7 +1,7 @@
 """TimeSformer translator in the SimVP frame on Moving MNIST, 10 -> 10 frames.
 
 Not an OpenSTL model. Encoder/decoder are OpenSTL's Moving MNIST SimVP ones (hid_S 64, N_S 4:
-16x16 latents); the translator (tau_jax/models/timesformer.py) runs divided space-time attention
+16x16 latents); the translator (models/translators/timesformer.py) runs divided space-time attention
 on 16x16 tokens per frame, width hid_T, depth N_T. Loss (MSE + 0.1 DDR), optimiser and schedule
 are OpenSTL's Moving MNIST TAU settings (Adam 1e-3, OneCycle, 200 epochs, batch 16).
 """

@@ -1,7 +1,7 @@
 """TPS (temporal patch shift) translator in the SimVP frame on Moving MNIST, 10 -> 10 frames.
 
 Not an OpenSTL model. Encoder/decoder are OpenSTL's Moving MNIST SimVP ones (hid_S 64, N_S 4:
-16x16 latents); the translator (tau_jax/models/tps.py) runs 8x8 window attention on 16x16 tokens
+16x16 latents); the translator (models/translators/tps.py) runs 8x8 window attention on 16x16 tokens
 per frame with alternating channel / patch shifts, width hid_T, depth N_T. Loss (MSE + 0.1 DDR),
 optimiser and schedule are OpenSTL's Moving MNIST TAU settings (Adam 1e-3, OneCycle, 200 epochs,
 batch 16).

@@ -1,7 +1,7 @@
 """TimeSformer translator in the SimVP frame on TaxiBJ crowd flows, 4 -> 4 frames of 32x32x2.
 
 Not an OpenSTL model. Encoder/decoder are OpenSTL's TaxiBJ SimVP ones (hid_S 32, N_S 2: 16x16
-latents); the translator (tau_jax/models/timesformer.py) runs divided space-time attention on
+latents); the translator (models/translators/timesformer.py) runs divided space-time attention on
 16x16 tokens per frame, width hid_T, depth N_T. Loss (MSE + 0.1 DDR), optimiser and schedule are
 OpenSTL's TaxiBJ TAU settings (Adam 5e-4, cosine with 5 warm-up epochs, 50 epochs, batch 16,
 drop_path 0.1).

@@ -1,7 +1,7 @@
 """TPS (temporal patch shift) translator in the SimVP frame on TaxiBJ, 4 -> 4 frames of 32x32x2.
 
 Not an OpenSTL model. Encoder/decoder are OpenSTL's TaxiBJ SimVP ones (hid_S 32, N_S 2: 16x16
-latents); the translator (tau_jax/models/tps.py) runs 8x8 window attention on 16x16 tokens per
+latents); the translator (models/translators/tps.py) runs 8x8 window attention on 16x16 tokens per
 frame with alternating channel / patch shifts, width hid_T, depth N_T. With T = 4 the pattern's
 offsets (-4..+4) alias modulo 4 (see tps.py). Loss (MSE + 0.1 DDR), optimiser and schedule are
 OpenSTL's TaxiBJ TAU settings (Adam 5e-4, cosine with 5 warm-up epochs, 50 epochs, batch 16,

@@ -1,6 +1,6 @@
 """TAU paper ablation row "Conv Baseline" (MMNIST MSE 58.9, TaxiBJ MSE x 100 43.5, 6.1 GFLOPs):
 TAU's translator reduced to its 1x1 convs, without attention and MLP (our reading of the
-paper's baseline, see tau_jax/models/tau.py).
+paper's baseline, see tau_jax/models/translators/tau.py).
 Everything else is the ablated recipe of this folder: mmnist_tau_200ep by default, another
 one after a colon (the paper's TaxiBJ column: taxibj_tau).
 

@@ -5,8 +5,10 @@ Input and output are videos `(B, T, H, W, C)`. The encoder folds time into the b
 translator sees the latent video `(B, T, h, w, hid_S)` and the decoder upsamples back with
 sub-pixel convolutions, adding the encoder's first-layer output as a skip. Predicting T' != T
 frames follows OpenSTL's roll-out: the model is fed its own T-frame outputs until T' are made.
-Translators: TAU, gSTA (SimVP v2), IncepU (SimVP v1), and two attention translators that are not
-OpenSTL models (TimeSformer's divided space-time attention, Temporal Patch Shift). Training loss:
+Translators (tau_jax/models/translators/, one file each): TAU, gSTA (SimVP v2), IncepU (SimVP v1),
+OpenSTL's MetaFormer zoo (ConvMixer, ConvNeXt, HorNet, MLP-Mixer, MogaNet, PoolFormer, Swin,
+UniFormer, VAN, ViT), and two attention translators that are not OpenSTL models (TimeSformer's
+divided space-time attention, Temporal Patch Shift). Training loss:
 MSE + loss.alpha * TAU's differential divergence regularisation (alpha 0: plain MSE, SimVP).
 """
 
@@ -17,14 +19,16 @@ from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import linen as nn
 
 from tau_jax import losses
-from tau_jax.models import gsta, incepu, openstl_names, tau, timesformer, tps
+from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
 from tau_jax.models.layers import DW_IMPLS, checked_roll_out
-from tau_jax.models.metaformer import pointwise
+from tau_jax.models.translators import TRANSLATORS
+from tau_jax.models.translators.metaformer import pointwise
 
 Dtype = Any
 
@@ -157,14 +161,9 @@ class SimVP(nn.Module):
 # The family seam
 # ----------------------------------------------------------------------------------------------
 
-# model.name -> function(model_config, dtype=..., param_dtype=...) -> translator module; each
-# checks its own fields (tau.ablation_of, timesformer.check_config, tps.check_config).
-TRANSLATORS = {"tau": tau.translator, "gsta": gsta.translator, "incepu": incepu.translator,
-               "timesformer": timesformer.translator, "tps": tps.translator}
 NAMES = tuple(TRANSLATORS)
 ATTENTION_NAMES = ("timesformer", "tps")
 OPENSTL_FEED = "frames"
-OPENSTL_MODEL_TYPES = {"tau": "tau", "gsta": "gSTA", "incepu": "incepu"}  # SimVP_Model's model_type
 
 
 def model_config(name: str = "tau") -> ml_collections.ConfigDict:
@@ -172,7 +171,7 @@ def model_config(name: str = "tau") -> ml_collections.ConfigDict:
     constructor, TAU on Moving MNIST). The attention translators add their fields; their width
     is hid_T, their depth N_T, with ViT/Swin defaults (MLP ratio 4, linear stochastic depth)."""
     m = ml_collections.ConfigDict()
-    m.name = name                     # 'tau', 'gsta' (SimVP v2), 'incepu' (v1), 'timesformer', 'tps'
+    m.name = name                     # the translator: 'tau', 'gsta' (SimVP v2), 'incepu' (v1), ...
     m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
     m.out_frames = 10                 # T', frames to predict; T' > T rolls the model out
     m.hid_S = 64                      # encoder/decoder width
@@ -181,9 +180,9 @@ def model_config(name: str = "tau") -> ml_collections.ConfigDict:
     m.N_T = 8                         # translator blocks
     m.spatio_kernel_enc = 3           # encoder conv kernel size
     m.spatio_kernel_dec = 3           # decoder conv kernel size
-    m.mlp_ratio = 8.0                 # MixMlp hidden width / block width (TAU, gSTA)
+    m.mlp_ratio = 8.0                 # MLP hidden width / block width (not read by convmixer)
     m.tau_ablation = "none"           # TAU paper ablations: 'none', 'no_sa', 'no_da', 'conv_baseline'
-    m.drop = 0.0                      # dropout inside MixMlp
+    m.drop = 0.0                      # dropout in the MLPs (and after attention projections)
     m.drop_path = 0.0                 # stochastic depth of the last translator block
     m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)
     m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (backend)
@@ -239,7 +238,7 @@ def check_config(cfg) -> None:
 def build(cfg, dtypes) -> nn.Module:
     """SimVP with the translator `cfg.name` for a checked config."""
     check_config(cfg)
-    return SimVP(tuple(cfg.in_shape), cfg.hid_S, cfg.N_S, TRANSLATORS[cfg.name](cfg, **dtypes),
+    return SimVP(tuple(cfg.in_shape), cfg.hid_S, cfg.N_S, TRANSLATORS[cfg.name].build(cfg, **dtypes),
                  out_frames=cfg.out_frames, spatio_kernel_enc=cfg.spatio_kernel_enc,
                  spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
 
@@ -259,34 +258,33 @@ model_pass = frames_model_pass
 
 
 def frame_rule(cfg) -> tuple[int, str | None]:
-    """Convolutions (and TAU's global mean pool) take any multiple of the encoder stride; TPS's
-    windows must tile the token grid; TimeSformer learns a position embedding per token."""
-    m = 2 ** (int(cfg.N_S) // 2)
-    if cfg.name == "timesformer":
-        return m * int(cfg.latent_patch), (
-            "its position embedding is learnt per token of the in_shape grid")
-    if cfg.name == "tps":
-        return m * int(cfg.latent_patch) * int(cfg.window_size), None
-    return m, None
+    """Multiples of the encoder stride times the translator's latent rule (TPS's windows must
+    tile the token grid, Swin's the latent map; TimeSformer's and MLP-Mixer's parameters fix it)."""
+    k, why = TRANSLATORS[cfg.name].latent_rule(cfg)
+    return 2 ** (int(cfg.N_S) // 2) * k, why
 
 
 # Flax path (dotted) -> OpenSTL key prefix, applied in order.
 _KEY_RULES = [
     (r"^(enc|dec)\.(enc|dec)_(\d+)\.(conv|norm)\.", r"\1.\2.\3.conv.\4."),
     (r"^translator\.", "hid."),
-    (r"\b(enc|dec|layers|fc)_(\d+)\b", r"\1.\2"),
-    (r"\.mlp\.dwconv\.", ".mlp.dwconv.dwconv."),
+    (r"\b(enc|dec|layers|fc|pws)_(\d+)\b", r"\1.\2"),
 ]
 
 
 def openstl_key(collection: str, path: tuple[str, ...], shape: tuple[int, ...], cfg):
-    """OpenSTL key and layout transform of one leaf; the decoder's upsampling convs feed a
-    PixelShuffle, whose channel order differs from depth_to_space's."""
+    """OpenSTL key and layout transform of one leaf (the family's renames, then the
+    translator's); the decoder's upsampling convs feed a PixelShuffle, whose channel order
+    differs from depth_to_space's."""
     dotted = ".".join(path[:-1]) + "."
-    for pattern, repl in _KEY_RULES:
+    for pattern, repl in _KEY_RULES + list(TRANSLATORS[cfg.name].key_rules):
         dotted = re.sub(pattern, repl, dotted)
     leaf = openstl_names.leaf_name(path[-1])
     transform = openstl_names.torch_layout(shape)
+    if len(shape) == 1:  # MogaNet keeps its layer scales and sigmas as (1, C, 1, 1)
+        transform = lambda w: np.reshape(w, -1)
+    if leaf == "relative_position_bias_table":  # Swin's: (offsets, heads) in both, not a Linear
+        transform = np.asarray
     up = re.match(r"^dec\.dec\.(\d+)\.conv\.conv\.$", dotted)
     if up and sampling_strides(cfg.N_S, reverse=True)[int(up.group(1))]:
         layout, shuffle = transform, openstl_names.pixel_shuffle_order()
@@ -296,11 +294,12 @@ def openstl_key(collection: str, path: tuple[str, ...], shape: tuple[int, ...], 
 
 def openstl_model(cfg):
     """OpenSTL's `SimVP_Model`, or None for the attention translators (not OpenSTL models)."""
-    if cfg.name not in OPENSTL_MODEL_TYPES:
+    model_type = TRANSLATORS[cfg.name].openstl_type
+    if model_type is None:
         return None
     t, h, w, c = (int(v) for v in cfg.in_shape)
     return "simvp_model", "SimVP_Model", ((t, c, h, w),), dict(
         hid_S=cfg.hid_S, hid_T=cfg.hid_T, N_S=cfg.N_S, N_T=cfg.N_T,
-        model_type=OPENSTL_MODEL_TYPES[cfg.name], mlp_ratio=cfg.mlp_ratio, drop=cfg.drop,
+        model_type=model_type, mlp_ratio=cfg.mlp_ratio, drop=cfg.drop,
         drop_path=cfg.drop_path, spatio_kernel_enc=cfg.spatio_kernel_enc,
         spatio_kernel_dec=cfg.spatio_kernel_dec)

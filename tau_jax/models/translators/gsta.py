@@ -14,18 +14,21 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DepthwiseConv, fan_out_normal_init
-from tau_jax.models.metaformer import (AttentionShell, MetaTranslator, metaformer_from_config,
-                                       pointwise)
-from tau_jax.models.tau import large_kernel_geometry
+from tau_jax.models.translators.metaformer import (AttentionShell, MetaTranslator,
+                                                  gated_sub_block, metaformer_from_config,
+                                                  pointwise)
+from tau_jax.models.translators.tau import large_kernel_geometry
 
 Dtype = Any
 
 
 class GatedSpatialAttention(nn.Module):
-    """sigmoid(g) * f with (f, g) = split(1x1(dw7x7_dil3(dw5x5(u))))."""
+    """sigmoid(g) * f with (f, g) = split(1x1(dw7x7_dil3(dw5x5(u)))); `gate_input`: VAN's large
+    kernel attention (LKA), u * 1x1(dw7x7_dil3(dw5x5(u))) with a 1x1 conv that keeps the width."""
 
     kernel_size: int = 21
     dilation: int = 3
+    gate_input: bool = False
     dw_impl: str = "auto"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -41,18 +44,22 @@ class GatedSpatialAttention(nn.Module):
         x = DepthwiseConv(k1, padding=p1, dilation=self.dilation,
                           kernel_init=fan_out_normal_init((k1, k1), d, d), name="conv_spatial",
                           **dt)(x)
-        x = pointwise(2 * d, d, torch_init=False, name="conv1", dtype=self.dtype,
-                      param_dtype=self.param_dtype)(x)
+        x = pointwise(d if self.gate_input else 2 * d, d, torch_init=False, name="conv1",
+                      dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        if self.gate_input:
+            return u * x
         f, g = jnp.split(x, 2, axis=-1)
         return nn.sigmoid(g) * f
 
 
-def gated_attention(dw_impl: str = "auto", **kwargs) -> AttentionShell:
-    gating = functools.partial(GatedSpatialAttention, dw_impl=dw_impl)
+def gated_attention(dw_impl: str = "auto", gate_input: bool = False, **kwargs) -> AttentionShell:
+    """proj_1 -> GELU -> GatedSpatialAttention -> proj_2, + input (gSTA's SpatialAttention;
+    `gate_input`: VAN's Attention around its LKA)."""
+    gating = functools.partial(GatedSpatialAttention, dw_impl=dw_impl, gate_input=gate_input)
     return AttentionShell(gating, torch_init=False, **kwargs)
 
 
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The gSTA translator for a model config."""
-    return metaformer_from_config(functools.partial(gated_attention, dw_impl=cfg.dw_impl), cfg,
-                                  **dtypes)
+    attention = functools.partial(gated_attention, dw_impl=cfg.dw_impl)
+    return metaformer_from_config(cfg, gated_sub_block(attention, cfg), **dtypes)

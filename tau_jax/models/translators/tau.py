@@ -36,8 +36,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DepthwiseConv, torch_default_kernel_init
-from tau_jax.models.metaformer import (AttentionShell, MetaTranslator, metaformer_from_config,
-                                       pointwise)
+from tau_jax.models.translators.metaformer import (AttentionShell, MetaTranslator,
+                                                  gated_sub_block, metaformer_from_config,
+                                                  pointwise)
 
 Dtype = Any
 
@@ -112,5 +113,5 @@ def translator(cfg, **dtypes) -> MetaTranslator:
     attention = functools.partial(temporal_attention, dw_impl=cfg.dw_impl,
                                   statical=ablation not in ("no_sa", "conv_baseline"),
                                   dynamical=ablation not in ("no_da", "conv_baseline"))
-    return metaformer_from_config(attention, cfg, 0.0 if ablation == "conv_baseline" else None,
-                                  **dtypes)
+    mlp_ratio = 0.0 if ablation == "conv_baseline" else None
+    return metaformer_from_config(cfg, gated_sub_block(attention, cfg, mlp_ratio), **dtypes)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import torch_default_conv
-from tau_jax.models.metaformer import pointwise
+from tau_jax.models.translators.metaformer import pointwise
 
 Dtype = Any
 

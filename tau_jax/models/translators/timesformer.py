@@ -165,3 +165,7 @@ def translator(cfg, **dtypes) -> TimeSformer:
                        latent_patch=cfg.latent_patch, attention_mode=cfg.attention_mode,
                        mlp_ratio=cfg.mlp_ratio, drop=cfg.drop, drop_path=cfg.drop_path,
                        drop_path_schedule=cfg.drop_path_schedule, **dtypes)
+
+
+def latent_rule(cfg) -> tuple[int, str]:
+    return int(cfg.latent_patch), "its position embedding is learnt per token of the in_shape grid"

@@ -320,3 +320,8 @@ def translator(cfg, **dtypes) -> TPS:
                drop_path_schedule=cfg.drop_path_schedule, shift_ratio=cfg.shift_ratio,
                channel_shift_ratio=cfg.channel_shift_ratio, relative_bias=cfg.relative_bias,
                **dtypes)
+
+
+def latent_rule(cfg) -> tuple[int, None]:
+    """Any latent that the attention windows of latent patches tile."""
+    return int(cfg.latent_patch) * int(cfg.window_size), None

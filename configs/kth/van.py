@@ -1,0 +1,15 @@
+"""SimVP with a VAN translator (large-kernel attention: 5x5 + dilated 7x7 depthwise convs)
+on KTH, 10 -> 20 (OpenSTL configs/kth/simvp/SimVP_VAN.py, 4 GPUs x 4)."""
+
+from tau_jax.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model.update(name="van", in_shape=(10, 128, 128, 1), out_frames=20,
+                        hid_S=64, hid_T=256, N_S=2, N_T=6, drop_path=0.2)
+    config.data.update(name="kth", batch_size=16, eval_batch_size=16)
+    config.loss.alpha = 0.0  # SimVP trains on plain MSE
+    config.optim.update(lr=1e-3, sched="onecycle")
+    config.train.epochs = 100
+    return config

@@ -1,0 +1,15 @@
+"""SimVP with a ViT translator (global self-attention over all latent pixels)
+on TaxiBJ (OpenSTL configs/taxibj/simvp/SimVP_ViT.py)."""
+
+from tau_jax.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model.update(name="vit", in_shape=(4, 32, 32, 2), out_frames=4,
+                        hid_S=32, hid_T=256, N_S=2, N_T=8, drop_path=0.1)
+    config.data.update(name="taxibj", batch_size=16)
+    config.loss.alpha = 0.0  # SimVP trains on plain MSE
+    config.optim.update(lr=5e-4, sched="cosine", warmup_epoch=5)
+    config.train.epochs = 50
+    return config
