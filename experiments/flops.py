@@ -1,4 +1,5 @@
-"""Forward FLOPs by XLA's cost analysis for every shipped SimVP-family config, next to OpenSTL's
+"""Forward FLOPs by XLA's cost analysis for every shipped SimVP-family config (TAU, gSTA, IncepU
+and the MetaFormer zoo), next to OpenSTL's
 fvcore count (one FLOP per multiply-add; reference/param_flops.json, copied in tests/data).
 
 XLA counts 2 FLOPs per multiply-add plus element-wise work, so `xla_flops / 2` is the comparable
@@ -24,7 +25,10 @@ from tau_jax.summary import summarize
 
 ROOT = pathlib.Path(__file__).parents[1]
 OPENSTL = json.loads((ROOT / "tests" / "data" / "param_flops.json").read_text())
-OPENSTL_NAME = {"tau": "tau", "gsta": "gSTA", "incepu": "IncepU"}
+OPENSTL_NAME = {"tau": "tau", "gsta": "gSTA", "incepu": "IncepU", "convmixer": "ConvMixer",
+                "convnext": "ConvNeXt", "hornet": "HorNet", "mlpmixer": "MLPMixer",
+                "moganet": "MogaNet", "poolformer": "Poolformer", "swin": "Swin",
+                "uniformer": "Uniformer", "van": "VAN", "vit": "ViT"}  # OpenSTL's file names
 
 
 def main():

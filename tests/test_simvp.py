@@ -20,7 +20,10 @@ from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
 PARAM_FLOPS = json.loads((DATA / "param_flops.json").read_text())
-OPENSTL_NAME = {"tau": "tau", "gsta": "gSTA", "incepu": "IncepU"}
+OPENSTL_NAME = {"tau": "tau", "gsta": "gSTA", "incepu": "IncepU", "convmixer": "ConvMixer",
+                "convnext": "ConvNeXt", "hornet": "HorNet", "mlpmixer": "MLPMixer",
+                "moganet": "MogaNet", "poolformer": "Poolformer", "swin": "Swin",
+                "uniformer": "Uniformer", "van": "VAN", "vit": "ViT"}  # OpenSTL's file names
 
 
 def shapes_of(cfg):

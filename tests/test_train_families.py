@@ -32,10 +32,12 @@ def tiny_family_config(name, dataset):
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, patch_size=4, dim=16,
                             heads=2, dim_head=8, scale_dim=2, Ndepth=1, dropout=0.1,
                             attn_dropout=0.1, drop_path=0.1)
-    else:  # 16x16 frames, N_S 2 -> 8x8 latent maps; windows of 4 tile them
+    else:  # SimVP frame: 16x16 frames, N_S 2 -> 8x8 latent maps; windows of 4 tile them
         config = base_config(name)
         config.model.update(in_shape=(4, 16, 16, 1), out_frames=4, hid_S=8, hid_T=16, N_S=2,
-                            N_T=2, num_heads=2, window_size=4)
+                            N_T=2)
+        if name in ("tps", "timesformer"):
+            config.model.update(num_heads=2, window_size=4)
     config.data.update(name="custom", custom_path=str(clips), custom_layout="NTHWC",
                        custom_normalize="none", custom_stride=8, custom_test_fraction=0.25,
                        in_frames=4, out_frames=4, data_dir=str(data_dir), batch_size=8,

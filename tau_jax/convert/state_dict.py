@@ -18,8 +18,10 @@ from flax import traverse_util
 
 from tau_jax import models
 
-# OpenSTL keys with no Flax counterpart: BatchNorm's step counter (momentum is fixed).
-IGNORED_SUFFIXES = ("num_batches_tracked",)
+# OpenSTL keys with no Flax counterpart: BatchNorm's step counter (momentum is fixed) and the
+# buffers timm 0.6's Swin blocks save, recomputed here from the window (relative_position_index;
+# attn_mask, which OpenSTL's Swin forward never applies).
+IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index", "attn_mask")
 
 def convert_tree(expected: Mapping, state_dict: Mapping[str, np.ndarray], key_fn) -> dict:
     """Fill the variable tree `expected` (shapes/dtypes, e.g. from jax.eval_shape of init) from
