@@ -426,8 +426,8 @@ def test_missing_fields_and_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match=r"lacks field\(s\) \[.*'latent_patch', 'num_heads', .*"
                                          r"'window_size'\]"):
         models.build(cfg)
-    with pytest.raises(ValueError, match="Unknown model.name 'vit'; known models"):
-        default_model_config("vit")
+    with pytest.raises(ValueError, match="Unknown model.name 'vivit'; known models"):
+        default_model_config("vivit")
     assert base_config("tps").model.is_locked
 
 

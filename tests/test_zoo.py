@@ -123,7 +123,8 @@ def tiny(name, **overrides):
 @pytest.mark.parametrize("name,overrides,message", [
     ("hornet", dict(hid_T=36), r"model.hid_T \(36\) and the first block's width T \* hid_S "
                                r"\(32\) must be multiples of 8 for model.name 'hornet'"),
-    ("moganet", dict(in_shape=(5, 16, 16, 1), hid_S=4), r"T \* hid_S \(20\) .* multiples of 8 .*1:3:4 channel split"),
+    ("moganet", dict(in_shape=(5, 16, 16, 1), hid_S=4),
+     r"T \* hid_S \(20\) .* multiples of 8 .*1:3:4 channel split"),
     ("vit", dict(hid_T=20), r"multiples of 8 for model.name 'vit' \(8 attention heads\)"),
     ("uniformer", dict(hid_T=20), r"model.hid_T \(20\) must be a multiple of 8 for model.name "
                                   r"'uniformer'"),

@@ -8,29 +8,19 @@ start from N(0, sqrt(2/fan_out)), biases 0.
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DepthwiseConv, DropPath, fan_out_normal_init
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, layer_scale,
-                                                   metaformer_from_config, plain_sub_block)
-
-Dtype = Any
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SubBlock, layer_scale,
+                                                   metaformer_from_config, sub_block_from_config)
 
 
-class ConvNeXtSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop_path: float = 0.0
-    dw_impl: str = "auto"
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class ConvNeXtSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         d = x.shape[-1]
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         gamma = layer_scale(self, "gamma", d, 1e-6)
         y = DepthwiseConv(7, padding=3, impl=self.dw_impl, name="conv_dw",
                           kernel_init=fan_out_normal_init((7, 7), d, d),
@@ -42,6 +32,4 @@ class ConvNeXtSubBlock(nn.Module):
 
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The ConvNeXt translator for a model config."""
-    return metaformer_from_config(
-        cfg, plain_sub_block(ConvNeXtSubBlock, mlp_ratio=cfg.mlp_ratio, dw_impl=cfg.dw_impl),
-        **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(ConvNeXtSubBlock, cfg), **dtypes)

@@ -19,9 +19,9 @@ from flax import linen as nn
 
 from tau_jax.models.attention import dense
 from tau_jax.models.layers import DepthwiseConv, DropPath, fan_out_normal_init, gelu
-from tau_jax.models.translators.metaformer import (MetaTranslator, check_block_widths,
-                                                   layer_scale, metaformer_from_config,
-                                                   plain_sub_block, pointwise)
+from tau_jax.models.translators.metaformer import (MetaTranslator, SubBlock, check_block_widths,
+                                                   layer_scale, metaformer_from_config, pointwise,
+                                                   sub_block_from_config)
 
 Dtype = Any
 ORDER = 4  # OpenSTL's HorBlock default
@@ -53,17 +53,12 @@ class GnConv(nn.Module):
         return pointwise(d, d, torch_init=False, name="proj_out", **dt)(y)
 
 
-class HorNetSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop_path: float = 0.0
-    dw_impl: str = "auto"
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class HorNetSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         d = x.shape[-1]
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         gamma1, gamma2 = (layer_scale(self, f"gamma{i}", d, 1e-6) for i in (1, 2))
         y = nn.LayerNorm(epsilon=1e-6, name="norm1", **dt)(x)
@@ -78,6 +73,4 @@ class HorNetSubBlock(nn.Module):
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The HorNet translator for a model config."""
     check_block_widths(cfg, 2 ** (ORDER - 1), "gnconv halves the width three times")
-    return metaformer_from_config(
-        cfg, plain_sub_block(HorNetSubBlock, mlp_ratio=cfg.mlp_ratio, dw_impl=cfg.dw_impl),
-        **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(HorNetSubBlock, cfg), **dtypes)

@@ -186,13 +186,30 @@ def gated_sub_block(attention: Callable[..., nn.Module], cfg, mlp_ratio: float |
     return make
 
 
-def plain_sub_block(cls, **fields):
-    """The factory of a sub-block that depends on neither its position nor the next width:
-    `cls(**fields, drop_path=rate, ...)`."""
+class SubBlock(nn.Module):
+    """Base of the zoo's sub-blocks: the fields they take from the model config (a block reads
+    those its architecture has: OpenSTL's ConvNeXt and HorNet blocks take no dropout)."""
+
+    mlp_ratio: float = 4.0
+    drop: float = 0.0
+    drop_path: float = 0.0
+    dw_impl: str = "auto"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def dt(self) -> dict:
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+def sub_block_from_config(cls, cfg, **fields):
+    """The factory of a SubBlock that depends on neither its position nor the next width:
+    `cls(mlp_ratio, drop, dw_impl from cfg, **fields, drop_path=rate, ...)`."""
 
     def make(layer_i, in_features, out_features, **module_kwargs):
         del layer_i, in_features, out_features
-        return cls(**fields, **module_kwargs)
+        return cls(mlp_ratio=cfg.mlp_ratio, drop=cfg.drop, dw_impl=cfg.dw_impl, **fields,
+                   **module_kwargs)
 
     return make
 

@@ -8,29 +8,19 @@ weights are sized by h*w, so a trained model runs only on model.in_shape's frame
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DropPath
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, metaformer_from_config,
-                                                   plain_sub_block)
-
-Dtype = Any
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SubBlock,
+                                                   metaformer_from_config, sub_block_from_config)
 
 
-class MixerSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class MixerSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         b, h, w, d = x.shape
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         x = x.reshape(b, h * w, d)
         y = nn.LayerNorm(epsilon=1e-6, name="norm1", **dt)(x).swapaxes(1, 2)
@@ -43,8 +33,7 @@ class MixerSubBlock(nn.Module):
 
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The MLP-Mixer translator for a model config."""
-    return metaformer_from_config(
-        cfg, plain_sub_block(MixerSubBlock, mlp_ratio=cfg.mlp_ratio, drop=cfg.drop), **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(MixerSubBlock, cfg), **dtypes)
 
 
 def latent_rule(cfg) -> tuple[int, str]:

@@ -19,9 +19,9 @@ from flax import linen as nn
 
 from tau_jax.models.layers import (BatchNorm, DepthwiseConv, DropPath, fan_out_normal_init,
                                    gelu)
-from tau_jax.models.translators.metaformer import (MetaTranslator, check_block_widths,
-                                                   layer_scale, metaformer_from_config,
-                                                   plain_sub_block, pointwise)
+from tau_jax.models.translators.metaformer import (MetaTranslator, SubBlock, check_block_widths,
+                                                   layer_scale, metaformer_from_config, pointwise,
+                                                   sub_block_from_config)
 
 Dtype = Any
 CHANNEL_SPLIT = (1, 3, 4)  # MOGA's value branch: channels left alone, dilation 2, dilation 3
@@ -93,18 +93,12 @@ class ChannelAggregationFFN(nn.Module):
         return nn.Dropout(self.drop, deterministic=not train)(y)
 
 
-class MogaSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dw_impl: str = "auto"
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class MogaSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         d = x.shape[-1]
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         ls1, ls2 = (layer_scale(self, f"layer_scale_{i}", d, 1e-5) for i in (1, 2))
         y = BatchNorm(use_running_average=not train, name="norm1", **dt)(x)
@@ -119,6 +113,4 @@ class MogaSubBlock(nn.Module):
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The MogaNet translator for a model config."""
     check_block_widths(cfg, sum(CHANNEL_SPLIT), "the 1:3:4 channel split of its value branch")
-    return metaformer_from_config(
-        cfg, plain_sub_block(MogaSubBlock, mlp_ratio=cfg.mlp_ratio, drop=cfg.drop,
-                             dw_impl=cfg.dw_impl), **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(MogaSubBlock, cfg), **dtypes)

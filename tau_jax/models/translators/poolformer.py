@@ -8,29 +8,19 @@ at 1e-5, the 1x1-conv MLP at truncated normal 0.02.
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DropPath
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, layer_scale,
-                                                   metaformer_from_config, plain_sub_block)
-
-Dtype = Any
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SubBlock, layer_scale,
+                                                   metaformer_from_config, sub_block_from_config)
 
 
-class PoolFormerSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class PoolFormerSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         d = x.shape[-1]
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         ls1, ls2 = (layer_scale(self, f"layer_scale_{i}", d, 1e-5) for i in (1, 2))
         y = nn.GroupNorm(num_groups=1, epsilon=1e-5, name="norm1", **dt)(x)
@@ -44,5 +34,4 @@ class PoolFormerSubBlock(nn.Module):
 
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The PoolFormer translator for a model config."""
-    return metaformer_from_config(
-        cfg, plain_sub_block(PoolFormerSubBlock, mlp_ratio=cfg.mlp_ratio, drop=cfg.drop), **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(PoolFormerSubBlock, cfg), **dtypes)

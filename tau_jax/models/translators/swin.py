@@ -17,18 +17,15 @@ attends across that seam, where Swin masks it. timm's checkpoint buffers `attn_m
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.attention import latent_size
 from tau_jax.models.layers import DropPath
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention,
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention, SubBlock,
                                                    check_block_widths, metaformer_from_config)
 from tau_jax.models.translators.vit import NUM_HEADS
-
-Dtype = Any
 
 
 def window_geometry(h: int, w: int) -> tuple[int, bool]:
@@ -39,20 +36,15 @@ def window_geometry(h: int, w: int) -> tuple[int, bool]:
     return window, True
 
 
-class SwinSubBlock(nn.Module):
-    window: int
-    shift: int
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class SwinSubBlock(SubBlock):
+    window: int = 0  # side of the attention windows
+    shift: int = 0  # cyclic shift of the windows, 0 in even blocks
 
     @nn.compact
     def __call__(self, x, train: bool):
         b, h, w, d = x.shape
         ws, s = self.window, self.shift
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         y = nn.LayerNorm(epsilon=1e-5, name="norm1", **dt)(x)
         if s:
@@ -84,7 +76,7 @@ def translator(cfg, **dtypes) -> MetaTranslator:
     def sub_block(layer_i, in_features, out_features, **module_kwargs):
         del in_features, out_features
         shift = window // 2 if shifts and layer_i % 2 else 0
-        return SwinSubBlock(window, shift, cfg.mlp_ratio, cfg.drop, **module_kwargs)
+        return SwinSubBlock(cfg.mlp_ratio, cfg.drop, window=window, shift=shift, **module_kwargs)
 
     return metaformer_from_config(cfg, sub_block, **dtypes)
 

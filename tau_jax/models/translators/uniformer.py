@@ -13,33 +13,22 @@ otherwise (the first block, and the last when hid_T != T * hid_S). Both start wi
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import BatchNorm, DepthwiseConv, DropPath, fan_out_normal_init
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention, layer_scale,
-                                                   metaformer_from_config, pointwise)
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention, SubBlock,
+                                                   layer_scale, metaformer_from_config, pointwise)
 from tau_jax.models.translators.vit import NUM_HEADS
 
-Dtype = Any
 
-
-class ConvBlock(nn.Module):
+class ConvBlock(SubBlock):
     """UniFormer's CBlock."""
 
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dw_impl: str = "auto"
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         d = x.shape[-1]
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         conv = dict(bias_init=nn.initializers.zeros, impl=self.dw_impl, **dt)
         x = x + DepthwiseConv(3, padding=1, kernel_init=fan_out_normal_init((3, 3), d, d),
@@ -54,20 +43,14 @@ class ConvBlock(nn.Module):
         return x + drop_path(y, train)
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(SubBlock):
     """UniFormer's SABlock."""
 
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dw_impl: str = "auto"
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         b, h, w, d = x.shape
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         gamma_1, gamma_2 = (layer_scale(self, f"gamma_{i}", d, 1e-6) for i in (1, 2))
         x = x + DepthwiseConv(3, padding=1, impl=self.dw_impl, name="pos_embed", **dt)(x)

@@ -9,31 +9,22 @@ breaks OpenSTL's call, its issue 154). Linear layers start truncated normal 0.02
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import linen as nn
 
 from tau_jax.models.layers import DropPath
-from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention,
+from tau_jax.models.translators.metaformer import (MetaTranslator, Mlp, SelfAttention, SubBlock,
                                                    check_block_widths, metaformer_from_config,
-                                                   plain_sub_block)
+                                                   sub_block_from_config)
 
-Dtype = Any
 NUM_HEADS = 8  # fixed by OpenSTL's ViT, Swin and Uniformer sub-blocks
 
 
-class ViTSubBlock(nn.Module):
-    mlp_ratio: float = 4.0
-    drop: float = 0.0
-    drop_path: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
+class ViTSubBlock(SubBlock):
 
     @nn.compact
     def __call__(self, x, train: bool):
         b, h, w, d = x.shape
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = self.dt
         drop_path = DropPath(self.drop_path)
         x = x.reshape(b, h * w, d)
         y = nn.LayerNorm(epsilon=1e-5, name="norm1", **dt)(x)
@@ -46,5 +37,4 @@ class ViTSubBlock(nn.Module):
 def translator(cfg, **dtypes) -> MetaTranslator:
     """The ViT translator for a model config."""
     check_block_widths(cfg, NUM_HEADS, f"{NUM_HEADS} attention heads")
-    return metaformer_from_config(
-        cfg, plain_sub_block(ViTSubBlock, mlp_ratio=cfg.mlp_ratio, drop=cfg.drop), **dtypes)
+    return metaformer_from_config(cfg, sub_block_from_config(ViTSubBlock, cfg), **dtypes)
