@@ -3,6 +3,9 @@ forward FLOPs (XLA's cost analysis, one batch-1 eval forward, halved to multiply
 numbers OpenSTL publishes (docs/en/model_zoos/video_benchmarks.md, MMNIST tables, fvcore: one
 FLOP per multiply-add), and how its weights import.
 
+XLA's cost analysis counts the body of a loop once: the recurrent models (`lax.scan` over the
+T + T' - 1 steps of OpenSTL's forward) are scaled by their step count here.
+
     python experiments/zoo_table.py      # writes experiments/results/zoo_mmnist.json, prints rows
 """
 
@@ -45,8 +48,12 @@ def main():
         if "dw_impl" in cfg:
             cfg.dw_impl = "lax"  # depthwise convs counted as convolutions
         info = summarize(cfg)
+        steps = 1
+        if models.family_of(name).OPENSTL_FEED == "patches":  # one scan body counted
+            steps = cfg.in_shape[0] + cfg.out_frames - 1
         openstl = PUBLISHED.get(name)
-        row = {"model": name, "params": info["params"], "xla_gmac": info["forward_flops"] / 2e9,
+        row = {"model": name, "params": info["params"], "scan_steps": steps,
+               "xla_gmac": steps * info["forward_flops"] / 2e9,
                "input_shapes": info["input_shapes"], "weights": weights(name),
                "openstl_row": openstl and openstl[0],
                "openstl_params_m": openstl and openstl[1], "openstl_gflops": openstl and openstl[2]}

@@ -2,7 +2,8 @@
 
 XLA's cost analysis counts 2 FLOPs per multiply-add and includes element-wise work; OpenSTL's
 fvcore numbers count one per multiply-add and skip activations. `forward_flops / 2` is therefore
-the figure to set next to OpenSTL's.
+the figure to set next to OpenSTL's. XLA counts the body of a loop once: for the recurrent models
+(a `lax.scan` over T + T' - 1 steps) multiply by the step count (experiments/zoo_table.py does).
 """
 
 from __future__ import annotations
