@@ -88,8 +88,16 @@ def _distributed_init():
     import jax
     if _COORDINATOR.value:
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+    elif _on_cloud_tpu_pod():
         jax.distributed.initialize()
+
+
+def _on_cloud_tpu_pod() -> bool:
+    """The Cloud TPU environment's variables are set. libtpu, loaded on a machine without TPUs
+    (e.g. by `tau-jax compile`), writes its warning text into TPU_WORKER_HOSTNAMES, which child
+    processes inherit: a value with spaces is not a host list."""
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return bool(hosts and " " not in hosts.strip()) or bool(os.environ.get("CLOUD_TPU_TASK_ID"))
 
 
 # ----------------------------------------------------------------------------------------------

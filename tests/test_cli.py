@@ -67,3 +67,15 @@ def test_flag_of_another_command_is_refused():
     result = run_cli("summary", "--config", "configs/mmnist/tau.py", "--horizon=3")
     assert result.returncode == 2
     assert "--horizon is a flag of `tau-jax predict`, not of `tau-jax summary`" in result.stderr
+
+
+def test_libtpu_warning_in_the_environment_is_not_a_tpu_pod(monkeypatch):
+    """libtpu on a TPU-less machine writes its warning into TPU_WORKER_HOSTNAMES; a later
+    `tau-jax train` (a child process) must not take that for a pod and call jax.distributed."""
+    from tau_jax import cli
+    monkeypatch.delenv("CLOUD_TPU_TASK_ID", raising=False)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "WARNING: could not determine TPU worker hostnames "
+                       "or IP addresses, please set env var `TPU_WORKER_HOSTNAMES` manually")
+    assert not cli._on_cloud_tpu_pod()
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1v-n-0,t1v-n-1")
+    assert cli._on_cloud_tpu_pod()
