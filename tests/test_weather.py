@@ -223,7 +223,29 @@ def test_weather_configs_and_openstl_parameter_counts(setting):
         assert millions(model_config) == PUBLISHED[setting][name], (setting, name)
     assert load_config_file(path).model.name == "tau"  # without :MODEL
     with pytest.raises(ValueError, match="MODEL must be one of"):
-        load_config_file(f"{path}:vit")
+        load_config_file(f"{path}:vivit")
+
+
+# OpenSTL's code (c74deb5, SimVP_Model with each configs/weather/t2m_5_625/SimVP_<X>.py) at the
+# t2m 5.625-degree setting; its published table gives ConvMixer 1.13M, Poolformer 9.98M and
+# Uniformer 12.02M for these (rounded down), the other seven to the rounding of these counts.
+ZOO_T2M_5_625 = {"convmixer": 1_135_905, "convnext": 10_087_585, "hornet": 12_416_097,
+                 "mlpmixer": 11_100_257, "moganet": 12_762_121, "poolformer": 9_985_313,
+                 "swin": 12_417_633, "uniformer": 12_028_705, "van": 12_149_921,
+                 "vit": 12_414_497}
+
+
+def test_weather_zoo_configs_have_openstl_parameter_counts():
+    import jax
+    from tau_jax import models
+    from tau_jax.config import load_config_file
+    from test_train import ROOT
+
+    for name, count in ZOO_T2M_5_625.items():
+        config = load_config_file(f"{ROOT / 'configs' / 'weather' / 't2m_5_625.py'}:{name}")
+        check_config(config)
+        shapes = jax.eval_shape(lambda: models.init(config.model, jax.random.key(0)))
+        assert models.count_params(shapes["params"]) == count, name
 
 
 def write_wb2_store(path, years=(2010, 2011, 2012, 2013), per_year=20):

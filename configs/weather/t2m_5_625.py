@@ -1,13 +1,14 @@
 """WeatherBench t2m at 5.625 degrees (32 x 64), 12 -> 12 hours,
-for TAU, gSTA, IncepU, PredRNN, ConvLSTM and the two attention translators:
+for TAU, gSTA, IncepU, the MetaFormer zoo, PredRNN, ConvLSTM and the two attention translators:
 `--config configs/weather/t2m_5_625.py:MODEL` (MODEL one of those names; default tau).
 
 Years: train 2010-2015, val 2016, test 2017-2018 (the defaults).
 Models: SimVP family as OpenSTL's configs/weather/t2m_5_625/ files (hid_S 32,
 hid_T 256, N_S 2, N_T 8, drop_path 0.1; TAU lr 5e-3 OneCycle (its file sets no sched),
-gSTA 5e-3 cosine, IncepU 1e-2 cosine); PredRNN / ConvLSTM: OpenSTL's weather architecture
-(4 x 128, filter 5, patch 2) with its other recurrent configs' optimisation (Adam 5e-4,
-OneCycle); TimeSformer / TPS (not OpenSTL models): TAU's frame, width 256, depth 8, 8 heads,
+gSTA 5e-3 cosine, IncepU 1e-2 cosine; the zoo translators as their SimVP_<X>.py files there,
+cosine, learning rates 5e-4 to 1e-2, MogaNet drop_path 0.2); PredRNN / ConvLSTM: OpenSTL's
+weather architecture (4 x 128, filter 5, patch 2) with its other recurrent configs' optimisation
+(Adam 5e-4, OneCycle); TimeSformer / TPS (not OpenSTL models): TAU's frame, width 256, depth 8, 8 heads,
 MSE + 0.1 DDR, Adam 5e-3 cosine.
 Metrics: OpenSTL's weather conventions (MSE, RMSE, MAE averaged over the grid, in physical units,
 per variable) and WeatherBench2's latitude-weighted RMSE. 50 epochs, batch 16, as OpenSTL.
@@ -23,6 +24,11 @@ MODELS = {
     "tau": (SIMVP, 0.1, dict(lr=5e-3, sched="onecycle")),
     "gsta": (SIMVP, 0.0, dict(lr=5e-3, sched="cosine")),
     "incepu": (SIMVP, 0.0, dict(lr=1e-2, sched="cosine")),
+    **{name: (SIMVP, 0.0, dict(lr=lr, sched="cosine")) for name, lr in (
+        ("convmixer", 1e-2), ("convnext", 1e-2), ("hornet", 1e-3), ("mlpmixer", 1e-3),
+        ("poolformer", 5e-4), ("swin", 1e-3), ("uniformer", 5e-3), ("van", 5e-3),
+        ("vit", 1e-3))},
+    "moganet": (dict(SIMVP, drop_path=0.2), 0.0, dict(lr=5e-3, sched="cosine")),
     "predrnn": (RECURRENT, 0.0, dict(lr=5e-4, sched="onecycle")),
     "convlstm": (RECURRENT, 0.0, dict(lr=5e-4, sched="onecycle")),
     "timesformer": (ATTENTION, 0.1, dict(lr=5e-3, sched="cosine")),

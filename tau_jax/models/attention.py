@@ -1,4 +1,5 @@
-"""Shared pieces of the attention translators (TimeSformer, TPS).
+"""Shared pieces of the attention translators (TimeSformer, TPS); `dense`, `layer_norm` and
+`dot_product_attention` also serve the MetaFormer zoo's attention blocks and PredFormer.
 
 Both translators see the latent video `(B, T, h, w, C)` as tokens: square `latent_patch` patches
 of each frame's latent map are flattened (space-to-depth, channel order (row, col, c)) and
