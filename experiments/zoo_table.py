@@ -30,6 +30,8 @@ PUBLISHED = {
     "uniformer": ("Uniformer", 44.8, 16.5), "van": ("VAN", 44.5, 16.0),
     "vit": ("ViT", 46.1, 16.9), "predrnn": ("PredRNN", 23.8, 116.0),
     "predrnnv2": ("PredRNN.V2", 23.9, 116.6), "convlstm": ("ConvLSTM-S", 15.0, 56.8),
+    "predrnnpp": ("PredRNN++", 38.6, 171.7), "mim": ("MIM", 38.0, 179.2),
+    "e3dlstm": ("E3D-LSTM", 51.0, 298.9), "mau": ("MAU", 4.5, 17.8),
 }
 OFFICIAL_ELSEWHERE = {"predformer": "official PredFormer code's weights import exactly"}
 

@@ -17,8 +17,7 @@ from ml_collections import config_flags
 
 from tau_jax import cli_help
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "data: overrides config.data.data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "data: overrides config.data.manual_dir.")
@@ -93,11 +92,9 @@ def _distributed_init():
 
 
 def _on_cloud_tpu_pod() -> bool:
-    """The Cloud TPU environment's variables are set. libtpu, loaded on a machine without TPUs
-    (e.g. by `tau-jax compile`), writes its warning text into TPU_WORKER_HOSTNAMES, which child
-    processes inherit: a value with spaces is not a host list."""
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    return bool(hosts and " " not in hosts.strip()) or bool(os.environ.get("CLOUD_TPU_TASK_ID"))
+    """Cloud TPU's variables are set (with spaces, TPU_WORKER_HOSTNAMES is libtpu's warning)."""
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "").strip()
+    return bool(hosts and " " not in hosts) or bool(os.environ.get("CLOUD_TPU_TASK_ID"))
 
 
 # ----------------------------------------------------------------------------------------------

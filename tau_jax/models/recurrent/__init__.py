@@ -1,10 +1,11 @@
-"""The recurrent family: PredRNN, PredRNN-V2 and ConvLSTM (model.py) with OpenSTL's
-scheduled sampling (sampling.py), trained on OpenSTL's recurrent loss; the family seam of
+"""The recurrent family: PredRNN, PredRNN-V2 and ConvLSTM (model.py), PredRNN++ (predrnnpp.py),
+MIM (mim.py), E3D-LSTM (e3dlstm.py) and MAU (mau.py) with OpenSTL's scheduled sampling
+(sampling.py), trained on OpenSTL's recurrent loss; the family seam of
 tau_jax/models/family.py.
 
 Loss: MSE between the T+T'-1 predictions and frames 1..T+T'-1 (the input phase's one-step
-predictions included), + decouple_beta * the memory-decoupling loss for PredRNN-V2; the
-experiment's `loss` section (TAU's DDR) is not used.
+predictions included), + decouple_beta * the memory-decoupling loss for PredRNN-V2, + the L1 of
+the same difference for E3D-LSTM; the experiment's `loss` section (TAU's DDR) is not used.
 """
 
 from __future__ import annotations
@@ -19,18 +20,26 @@ from flax import linen as nn
 
 from tau_jax.models import openstl_names
 from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
+from tau_jax.models.recurrent import e3dlstm, mau, mim, predrnnpp
 from tau_jax.models.recurrent.model import ConvLSTM, PredRNN, PredRNNv2, rollout
 from tau_jax.models.recurrent.sampling import mask_from_config, mask_length
 
-NAMES = ("predrnn", "predrnnv2", "convlstm")
+NAMES = ("predrnn", "predrnnv2", "convlstm", "predrnnpp", "mim", "e3dlstm", "mau")
 OPENSTL_FEED = "patches"
-_MODULES = {"predrnn": PredRNN, "predrnnv2": PredRNNv2, "convlstm": ConvLSTM}
+_MODULES = {"predrnn": PredRNN, "predrnnv2": PredRNNv2, "convlstm": ConvLSTM,
+            "predrnnpp": predrnnpp.PredRNNpp, "mim": mim.MIM, "e3dlstm": e3dlstm.E3DLSTM,
+            "mau": mau.MAU}
+# The newer models' own modules: check_config(cfg) -> extra constructor arguments, KEY_RULES.
+_OWN = {"predrnnpp": predrnnpp, "mim": mim, "e3dlstm": e3dlstm, "mau": mau}
+_OPENSTL_CLASSES = {"predrnn": "PredRNN_Model", "predrnnv2": "PredRNNv2_Model",
+                    "convlstm": "ConvLSTM_Model", "predrnnpp": "PredRNNpp_Model",
+                    "mim": "MIM_Model", "e3dlstm": "E3DLSTM_Model", "mau": "MAU_Model"}
 
 
 def model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     """The `model` section, named as in OpenSTL; defaults are OpenSTL's Moving MNIST configs."""
     m = ml_collections.ConfigDict()
-    m.name = name                     # 'predrnn', 'predrnnv2' (decoupling loss) or 'convlstm'
+    m.name = name                     # 'predrnn', 'predrnnv2', 'convlstm', 'predrnnpp', 'mim', ...
     m.in_shape = (10, 64, 64, 1)      # (T, H, W, C) of the input frames
     m.out_frames = 10                 # T', frames to predict (the model unrolls T+T'-1 steps)
     m.num_hidden = (128,) * 4         # width per layer (one width for predrnn/predrnnv2)
@@ -49,6 +58,13 @@ def model_config(name: str = "predrnn") -> ml_collections.ConfigDict:
     m.r_exp_alpha = 5000              # reverse schedule: time constant of r_eta's exponential rise
     m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
     m.param_dtype = "float32"         # parameter storage dtype
+    if name == "mau":
+        m.num_hidden = (64,) * 4          # OpenSTL's MMNIST MAU
+        m.patch_size = 1                  # MAU works on frames (OpenSTL's MAU needs patch 1)
+        m.sr_size = 4                     # encoder / decoder down- and up-sampling factor (power of 2)
+        m.tau = 5                         # past steps the motion-aware attention looks at
+        m.cell_mode = "normal"            # 'normal' or 'residual' (S' + S)
+        m.model_mode = "normal"           # 'normal' or 'recall' (encoder skips in the decoder)
     return m
 
 
@@ -89,7 +105,7 @@ def check_config(cfg) -> dict:
     if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0:
         raise ValueError(f"model.filter_size must be a positive odd int ('same' padding k//2), "
                          f"got {k!r}.")
-    if cfg.stride != 1:
+    if cfg.stride != 1 and cfg.name != "e3dlstm":  # e3dlstm resizes its conv outputs back
         raise ValueError(f"model.stride must be 1 (OpenSTL's cells keep the state size only with "
                          f"stride 1), got {cfg.stride!r}.")
     for field in ("layer_norm", "reverse_scheduled_sampling"):
@@ -98,12 +114,12 @@ def check_config(cfg) -> dict:
     beta = cfg.decouple_beta
     if cfg.name == "predrnnv2" and (not isinstance(beta, (int, float)) or beta < 0):
         raise ValueError(f"model.decouple_beta must be a number >= 0 for predrnnv2, got {beta!r}.")
+    extra = _OWN[cfg.name].check_config(cfg) if cfg.name in _OWN else {}
     return dict(in_shape=tuple(int(v) for v in shape), out_frames=int(cfg.out_frames),
                 num_hidden=num_hidden, patch_size=int(p), filter_size=int(k),
                 layer_norm=bool(cfg.layer_norm),
                 reverse_scheduled_sampling=bool(cfg.reverse_scheduled_sampling),
-                remat=bool(cfg.remat))
-
+                remat=bool(cfg.remat), **extra)
 
 
 
@@ -121,15 +137,19 @@ def example_inputs(cfg) -> dict:
                 mask=jnp.zeros((1, m), dt))
 
 
-def recurrent_loss(next_frames, frames, aux=None, decouple_beta: float = 0.0):
+def recurrent_loss(next_frames, frames, aux=None, decouple_beta: float = 0.0, l1: bool = False):
     """OpenSTL's recurrent training loss (module docstring): `next_frames` (B, T+T'-1, ...)
-    against frames[:, 1:]. Patch or frame space give the same mean."""
+    against frames[:, 1:], + their mean absolute difference with `l1` (E3D-LSTM). Patch or frame
+    space give the same mean."""
     target = frames[:, 1:]
     if next_frames.shape != target.shape:
         raise ValueError(f"next_frames {next_frames.shape} must match frames[:, 1:] "
                          f"{target.shape}; pass the full (B, T+T', H, W, C) frames.")
     dt = jnp.promote_types(next_frames.dtype, jnp.float32)
-    loss = jnp.mean(jnp.square(next_frames.astype(dt) - target.astype(dt)))
+    diff = next_frames.astype(dt) - target.astype(dt)
+    loss = jnp.mean(jnp.square(diff))
+    if l1:
+        loss = loss + jnp.mean(jnp.abs(diff))
     if aux and "decouple_loss" in aux and decouple_beta:
         loss = loss + decouple_beta * aux["decouple_loss"].astype(dt)
     return loss
@@ -142,7 +162,7 @@ def loss(model, config, variables, frames, rngs, key, step):
     (next_frames, aux), mutated = model.apply(variables, frames, mask=mask, train=True, rngs=rngs,
                                               mutable=["batch_stats"])
     beta = mc.decouple_beta if mc.name == "predrnnv2" else 0.0
-    return recurrent_loss(next_frames, frames, aux, beta), mutated
+    return recurrent_loss(next_frames, frames, aux, beta, l1=mc.name == "e3dlstm"), mutated
 
 
 def predict(model, cfg, variables, inputs):
@@ -157,7 +177,10 @@ def model_pass(model, cfg, variables, window, around=identity):
 
 
 def frame_rule(cfg) -> tuple[int, str | None]:
-    """Frames whose H and W are multiples of patch_size; LayerNorms fix them to in_shape's."""
+    """Frames whose H and W are multiples of patch_size; LayerNorms fix them to in_shape's (a
+    model's own module may define `frame_rule` for other grid-sized weights)."""
+    if hasattr(_OWN.get(cfg.name), "frame_rule"):
+        return _OWN[cfg.name].frame_rule(cfg)
     if cfg.layer_norm:
         return int(cfg.patch_size), (
             "its LayerNorms (model.layer_norm = 1) have parameters over the whole frame grid")
@@ -177,11 +200,14 @@ def openstl_key(collection: str, path: tuple[str, ...], shape: tuple[int, ...], 
     """OpenSTL key and layout transform of one leaf. LayerNorm affines are (C, H, W) in PyTorch
     and (H, W, C) here."""
     dotted = ".".join(path[:-1]) + "."
-    for pattern, repl in _KEY_RULES:
+    own = _OWN[cfg.name].KEY_RULES if cfg.name in _OWN else []
+    for pattern, repl in list(own) + _KEY_RULES:
         dotted = re.sub(pattern, repl, dotted)
     key = dotted + openstl_names.leaf_name(path[-1])
-    if len(shape) == 3:
-        return key, lambda w: np.transpose(w, (1, 2, 0))
+    if len(shape) == 3 or (len(shape) == 4 and path[-1] in ("scale", "bias")):
+        return key, lambda w: np.moveaxis(w, 0, -1)  # LayerNorm (C, ...) -> (..., C)
+    if len(shape) == 5:  # Conv3d (O, I, kt, kh, kw) -> (kt, kh, kw, I, O)
+        return key, lambda w: np.transpose(w, (2, 3, 4, 1, 0))
     return key, openstl_names.torch_layout(shape)
 
 
@@ -193,8 +219,8 @@ def openstl_model(cfg):
         stride=cfg.stride, layer_norm=cfg.layer_norm, pre_seq_length=t,
         aft_seq_length=cfg.out_frames, total_length=t + cfg.out_frames,
         reverse_scheduled_sampling=cfg.reverse_scheduled_sampling,
-        decouple_beta=cfg.decouple_beta)
-    cls = {"predrnn": "PredRNN_Model", "predrnnv2": "PredRNNv2_Model",
-           "convlstm": "ConvLSTM_Model"}[cfg.name]
+        decouple_beta=cfg.decouple_beta,
+        **{f: cfg[f] for f in ("sr_size", "tau", "cell_mode", "model_mode") if f in cfg})
     num_hidden = parse_num_hidden(cfg.num_hidden)
-    return f"{cfg.name}_model", cls, (len(num_hidden), list(num_hidden), configs), {}
+    return (f"{cfg.name}_model", _OPENSTL_CLASSES[cfg.name],
+            (len(num_hidden), list(num_hidden), configs), {})

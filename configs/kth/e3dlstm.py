@@ -1,0 +1,25 @@
+"""E3D-LSTM on KTH actions, 10 -> 20 frames of 128x128 (OpenSTL configs/kth/E3DLSTM.py).
+
+Four Eidetic 3D LSTM layers of width 128 over a two-frame window, (2, 5, 5) Conv3d gates
+(filter_size is ignored by the model) with stride 2 (each gate is computed on a 8x8 grid and
+nearest-resized back to the 16x16 patch grid), no layer norm, patch 8; standard scheduled
+sampling (eta from 1 down by 2e-5 per step to 0 at 50k steps).
+Loss: MSE + L1 over all T+T'-1 one-step predictions (config.loss is not used).
+OpenSTL ran it as 2 GPUs x batch 8; the batch here is global. 100 epochs, Adam + OneCycle;
+lr 5e-4.
+"""
+
+from tau_jax.config import base_config
+
+
+def get_config():
+    config = base_config("e3dlstm")
+    config.model.update(in_shape=(10, 128, 128, 1), out_frames=20, num_hidden=(128, 128, 128, 128),
+                        filter_size=5, stride=2, patch_size=8, layer_norm=0,
+                        reverse_scheduled_sampling=0, scheduled_sampling=1,
+                        sampling_stop_iter=50000, sampling_changing_rate=2e-5,
+                        r_sampling_step_1=25000, r_sampling_step_2=50000, r_exp_alpha=5000)
+    config.data.update(name="kth", batch_size=16, eval_batch_size=16, in_frames=10, out_frames=20)
+    config.optim.update(lr=5e-4, sched="onecycle")
+    config.train.epochs = 100
+    return config
