@@ -235,6 +235,11 @@ ZOO_T2M_5_625 = {"convmixer": 1_135_905, "convnext": 10_087_585, "hornet": 12_41
                  "vit": 12_414_497}
 
 
+# OpenSTL's published t2m 5.625-degree counts (its weather table, millions) of the recurrent zoo
+# models it has a config for there (E3D-LSTM's row has no config file).
+RECURRENT_ZOO_T2M_5_625 = {"predrnnpp": 38.31, "mim": 37.75, "mau": 5.46}
+
+
 def test_weather_zoo_configs_have_openstl_parameter_counts():
     import jax
     from tau_jax import models
@@ -246,6 +251,11 @@ def test_weather_zoo_configs_have_openstl_parameter_counts():
         check_config(config)
         shapes = jax.eval_shape(lambda: models.init(config.model, jax.random.key(0)))
         assert models.count_params(shapes["params"]) == count, name
+    for name, millions in RECURRENT_ZOO_T2M_5_625.items():
+        config = load_config_file(f"{ROOT / 'configs' / 'weather' / 't2m_5_625.py'}:{name}")
+        check_config(config)
+        shapes = jax.eval_shape(lambda: models.init(config.model, jax.random.key(0)))
+        assert round(models.count_params(shapes["params"]) / 1e6, 2) == millions, name
 
 
 def write_wb2_store(path, years=(2010, 2011, 2012, 2013), per_year=20):
