@@ -3,8 +3,8 @@ forward FLOPs (XLA's cost analysis, one batch-1 eval forward, halved to multiply
 numbers OpenSTL publishes (docs/en/model_zoos/video_benchmarks.md, MMNIST tables, fvcore: one
 FLOP per multiply-add), and how its weights import.
 
-XLA's cost analysis counts the body of a loop once: the recurrent models (`lax.scan` over the
-T + T' - 1 steps of OpenSTL's forward) are scaled by their step count here.
+XLA's cost analysis counts the body of a loop once: the models that scan over the T + T' - 1
+steps of OpenSTL's forward (the recurrent family, PhyDNet, SwinLSTM) are scaled by that count.
 
     python experiments/zoo_table.py      # writes experiments/results/zoo_mmnist.json, prints rows
 """
@@ -32,15 +32,19 @@ PUBLISHED = {
     "predrnnv2": ("PredRNN.V2", 23.9, 116.6), "convlstm": ("ConvLSTM-S", 15.0, 56.8),
     "predrnnpp": ("PredRNN++", 38.6, 171.7), "mim": ("MIM", 38.0, 179.2),
     "e3dlstm": ("E3D-LSTM", 51.0, 298.9), "mau": ("MAU", 4.5, 17.8),
+    "phydnet": ("PhyDNet", 3.1, 15.3),
 }
-OFFICIAL_ELSEWHERE = {"predformer": "official PredFormer code's weights import exactly"}
+NOT_OPENSTL = {"predformer": "official PredFormer code's weights import exactly",
+               "timesformer": "not an OpenSTL model", "tps": "not an OpenSTL model"}
+
+
+SCANNED = ("phydnet", "swinlstm_d", "swinlstm_b")  # frame models whose forward is one nn.scan
 
 
 def weights(name: str) -> str:
-    family = models.family_of(name)
-    if family.openstl_model(models.default_config(name)) is not None:
-        return "OpenSTL's weights import exactly (float64 bundles)"
-    return OFFICIAL_ELSEWHERE.get(name, "not an OpenSTL model")
+    if name in NOT_OPENSTL:
+        return NOT_OPENSTL[name]
+    return "OpenSTL's weights import exactly (float64 bundles)"
 
 
 def main():
@@ -51,8 +55,8 @@ def main():
             cfg.dw_impl = "lax"  # depthwise convs counted as convolutions
         info = summarize(cfg)
         steps = 1
-        if models.family_of(name).OPENSTL_FEED == "patches":  # one scan body counted
-            steps = cfg.in_shape[0] + cfg.out_frames - 1
+        if name in SCANNED or models.family_of(name).OPENSTL_FEED == "patches":
+            steps = cfg.in_shape[0] + cfg.out_frames - 1  # one scan body counted
         openstl = PUBLISHED.get(name)
         row = {"model": name, "params": info["params"], "scan_steps": steps,
                "xla_gmac": steps * info["forward_flops"] / 2e9,

@@ -128,3 +128,14 @@ def test_compile_command_writes_the_report(tmp_path):
     report = json.loads(out.read_text())
     assert report["topology"] == TOPOLOGY and report["fits"] is True
     assert "memory per device" in result.stdout and "compiler estimates" in result.stdout
+
+
+@pytest.mark.xdist_group("tpu")
+def test_planning_leaves_no_tpu_variables_for_child_processes():
+    """libtpu's TPU_* variables, set while it loads, would make a `tau-jax train` started later
+    from this process take itself for a Cloud TPU pod (and call jax.distributed)."""
+    from tau_jax import cli
+    before = {k: v for k, v in os.environ.items() if k.startswith("TPU_")}
+    tpu_plan.plan(tiny_config(), TOPOLOGY)
+    assert {k: v for k, v in os.environ.items() if k.startswith("TPU_")} == before
+    assert not cli._on_cloud_tpu_pod() or before

@@ -1,6 +1,6 @@
 """WeatherBench t2m at 5.625 degrees (32 x 64), 12 -> 12 hours,
-for TAU, gSTA, IncepU, the MetaFormer zoo, PredRNN, ConvLSTM, PredRNN++, MIM, MAU and the two
-attention translators:
+for TAU, gSTA, IncepU, the MetaFormer zoo, PredRNN, ConvLSTM, PredRNN++, MIM, MAU, PhyDNet and
+the two attention translators:
 `--config configs/weather/t2m_5_625.py:MODEL` (MODEL one of those names; default tau).
 
 Years: train 2010-2015, val 2016, test 2017-2018 (the defaults).
@@ -10,7 +10,8 @@ gSTA 5e-3 cosine, IncepU 1e-2 cosine; the zoo translators as their SimVP_<X>.py 
 cosine, learning rates 5e-4 to 1e-2, MogaNet drop_path 0.2); PredRNN / ConvLSTM: OpenSTL's
 weather architecture (4 x 128, filter 5, patch 2) with its other recurrent configs' optimisation
 (Adam 5e-4, OneCycle); PredRNN++ / MIM / MAU as their files there (patch 2 / 4 / 1, MAU 4 x 64 with
-sr_size 2, cosine at 5e-4 / 1e-3 (MIM's file sets no lr: OpenSTL's default) / 1e-4);
+sr_size 2, cosine at 5e-4 / 1e-3 (MIM's file sets no lr: OpenSTL's default) / 1e-4); PhyDNet as
+its file there (patch 2, cosine, lr 1e-4, no warm-up);
 TimeSformer / TPS (not OpenSTL models): TAU's frame, width 256, depth 8, 8 heads, MSE + 0.1 DDR,
 Adam 5e-3 cosine.
 Metrics: OpenSTL's weather conventions (MSE, RMSE, MAE averaged over the grid, in physical units,
@@ -38,6 +39,7 @@ MODELS = {
     "mim": (dict(RECURRENT, patch_size=4), 0.0, dict(lr=1e-3, sched="cosine")),
     "mau": (dict(RECURRENT, num_hidden=(64,) * 4, patch_size=1, sr_size=2, tau=5), 0.0,
             dict(lr=1e-4, sched="cosine")),
+    "phydnet": (dict(patch_size=2), 0.0, dict(lr=1e-4, sched="cosine")),
     "timesformer": (ATTENTION, 0.1, dict(lr=5e-3, sched="cosine")),
     "tps": (dict(ATTENTION, window_size=8), 0.1, dict(lr=5e-3, sched="cosine")),
 }

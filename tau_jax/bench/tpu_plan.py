@@ -106,14 +106,22 @@ def topology_devices(name: str):
     # drives TPU chips: this one only compiles, so others may hold it meanwhile. It also asks
     # the (absent) TPU VM for its type and workers, and prints warnings when it gets no answer.
     cloud_name = f"{'v5litepod' if generation == 'v5e' else generation}-{chips * chip.cores_per_chip}"
-    for var, value in (("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
-                       ("TPU_ACCELERATOR_TYPE", cloud_name), ("TPU_WORKER_HOSTNAMES", "localhost")):
-        os.environ.setdefault(var, value)
+    # The variables are set only while libtpu loads: a child process (a `tau-jax train` started
+    # from this one) that inherited TPU_WORKER_HOSTNAMES would take itself for a TPU pod.
+    added = {var: value for var, value in (
+        ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
+        ("TPU_ACCELERATOR_TYPE", cloud_name), ("TPU_WORKER_HOSTNAMES", "localhost"))
+        if var not in os.environ}
     grid = [int(s) for s in shape.split(":")[1].split("x")]
     bounds = tuple(min(b, g) for b, g in zip(chip.host_bounds, grid + [1]))
-    topology = topologies.get_topology_desc(
-        platform="tpu", topology_name=shape, chips_per_host_bounds=bounds, num_slices=1,
-        chip_config_name="megacore" if chip.megacore else "default")
+    os.environ.update(added)
+    try:
+        topology = topologies.get_topology_desc(
+            platform="tpu", topology_name=shape, chips_per_host_bounds=bounds, num_slices=1,
+            chip_config_name="megacore" if chip.megacore else "default")
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
     return generation, list(topology.devices)
 
 

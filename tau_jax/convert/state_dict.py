@@ -18,10 +18,12 @@ from flax import traverse_util
 
 from tau_jax import models
 
-# OpenSTL keys with no Flax counterpart: BatchNorm's step counter (momentum is fixed) and the
-# buffers timm 0.6's Swin blocks save, recomputed here from the window (relative_position_index;
-# attn_mask, which OpenSTL's Swin forward never applies).
-IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index", "attn_mask")
+# OpenSTL keys with no Flax counterpart: BatchNorm's step counter (momentum is fixed), the
+# buffers timm 0.6's Swin blocks save (relative_position_index and attn_mask, recomputed here from
+# the window; OpenSTL's SimVP Swin never applies the mask, SwinLSTM does), and PhyDNet's constant
+# K2M moment matrices (rebuilt by its family).
+IGNORED_SUFFIXES = ("num_batches_tracked", "relative_position_index", "attn_mask",
+                    "k2m._M0", "k2m._M1", "k2m._invM0", "k2m._invM1")
 
 def convert_tree(expected: Mapping, state_dict: Mapping[str, np.ndarray], key_fn) -> dict:
     """Fill the variable tree `expected` (shapes/dtypes, e.g. from jax.eval_shape of init) from
@@ -62,12 +64,31 @@ def strip_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def merge_twins(state_dict: Mapping[str, np.ndarray], twins) -> dict[str, np.ndarray]:
+    """Drop the entries a module registered twice saves under a second name: `twins` is
+    ((copy prefix, canonical prefix), ...) (a family's OPENSTL_TWINS). Each copy must
+    equal its canonical twin (one ValueError naming the key otherwise); a copy without its twin
+    takes the canonical name. So both names load into the one Flax parameter."""
+    out = dict(state_dict)
+    for copy, canonical in twins:
+        for key in [k for k in out if k.startswith(copy)]:
+            value, twin = out.pop(key), canonical + key[len(copy):]
+            if twin not in out:
+                out[twin] = value
+            elif (np.shape(out[twin]) != np.shape(value)
+                  or not np.array_equal(np.asarray(out[twin]), np.asarray(value))):
+                raise ValueError(f"OpenSTL state dict entry {key!r} differs from {twin!r}; they "
+                                 "are one module registered twice and must be equal.")
+    return out
+
+
 def from_openstl(model_config, state_dict: Mapping[str, np.ndarray]) -> dict:
     """OpenSTL state dict -> Flax variables {'params', 'batch_stats'?} for `model_config`."""
     expected = jax.eval_shape(lambda: models.init(model_config, jax.random.key(0)))
-    key_fn = models.family_of(model_config.name).openstl_key
-    return convert_tree(expected, strip_prefix(state_dict),
-                        lambda collection, path, shape: key_fn(collection, path, shape, model_config))
+    family = models.family_of(model_config.name)
+    state_dict = merge_twins(strip_prefix(state_dict), family.OPENSTL_TWINS)
+    return convert_tree(expected, state_dict, lambda collection, path, shape: family.openstl_key(
+        collection, path, shape, model_config))
 
 
 def load_pth(path: str) -> dict[str, np.ndarray]:

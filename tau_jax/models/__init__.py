@@ -13,10 +13,10 @@ import jax
 import ml_collections
 from flax import linen as nn
 
-from tau_jax.models import predformer, recurrent, simvp
+from tau_jax.models import mmvp, phydnet, predformer, recurrent, simvp, swinlstm
 from tau_jax.models.family import require_fields, resolve_dtype
 
-FAMILIES: tuple[ModuleType, ...] = (simvp, recurrent, predformer)
+FAMILIES: tuple[ModuleType, ...] = (simvp, recurrent, predformer, phydnet, swinlstm, mmvp)
 _FAMILY_OF = {name: family for family in FAMILIES for name in family.NAMES}
 
 

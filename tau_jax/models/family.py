@@ -11,8 +11,10 @@ up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
     model_config(name)        its `model` config section: every field, its default and meaning
     build(cfg, dtypes)        checks the section (one ValueError naming the field), the module
     example_inputs(cfg)       keyword arguments of a batch-1 call, for `init`
-    loss(model, config, variables, frames, rngs, key, step) -> (loss, mutated variables)
-                              the training loss of a batch of T+T' frames, train mode
+    loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None)
+                              -> (loss, mutated variables): the training loss of a batch of
+                              T+T' frames, train mode; `steps_per_epoch` is the trainer's
+                              (None outside a run), for schedules counted in epochs (PhyDNet)
     predict(model, cfg, variables, inputs)       the out_frames frames after T inputs, eval mode
     model_pass(model, cfg, variables, window, around)
                               the same, with every model call on a window wrapped by
@@ -24,6 +26,10 @@ up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
                               taking the PyTorch array to the Flax layout
     openstl_model(cfg) -> (module, class, args, kwargs)   OpenSTL's counterpart, if it has one
                               (None otherwise): `openstl.models.<module>.<class>(*args, **kwargs)`
+
+    OPENSTL_TWINS             ((copy prefix, canonical prefix), ...) of modules OpenSTL saves
+                              twice (PhyDNet's); `tau_jax.convert` checks each copy equals its
+                              twin and loads both into one parameter; () for most families
 
 Adding a family is one module with these names, its configs and its tests; `tau_jax.models`
 registers it in FAMILIES.
@@ -40,8 +46,8 @@ import numpy as np
 
 from tau_jax.models.layers import chain_passes
 
-SEAM = ("NAMES", "OPENSTL_FEED", "model_config", "build", "example_inputs", "loss", "predict",
-        "model_pass", "frame_rule", "openstl_key", "openstl_model")
+SEAM = ("NAMES", "OPENSTL_FEED", "OPENSTL_TWINS", "model_config", "build", "example_inputs",
+        "loss", "predict", "model_pass", "frame_rule", "openstl_key", "openstl_model")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
            "float64": jnp.float64}

@@ -268,6 +268,7 @@ class PredFormer(nn.Module):
 
 NAMES = ("predformer",)
 OPENSTL_FEED = "frames"
+OPENSTL_TWINS = ()  # OpenSTL saves no module twice
 
 
 def model_config(name: str = "predformer") -> ml_collections.ConfigDict:
@@ -338,8 +339,9 @@ def build(cfg, dtypes) -> nn.Module:
     return PredFormer(**check_config(cfg), **dtypes)
 
 
-def loss(model, config, variables, frames, rngs, key, step):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
     """MSE of the T' frames predicted (train mode) from the first T of `frames`."""
+    del steps_per_epoch  # no schedule counted in epochs
     del key, step  # no sampling schedule in this family
     t = config.model.in_shape[0]
     pred = model.apply(variables, frames[:, :t], train=True, rngs=rngs)

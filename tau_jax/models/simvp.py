@@ -164,6 +164,7 @@ class SimVP(nn.Module):
 NAMES = tuple(TRANSLATORS)
 ATTENTION_NAMES = ("timesformer", "tps")
 OPENSTL_FEED = "frames"
+OPENSTL_TWINS = ()  # OpenSTL saves no module twice
 
 
 def model_config(name: str = "tau") -> ml_collections.ConfigDict:
@@ -243,8 +244,9 @@ def build(cfg, dtypes) -> nn.Module:
                  spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
 
 
-def loss(model, config, variables, frames, rngs, key, step):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
     """MSE + loss.alpha * DDR of the T' frames predicted from the first T of `frames`."""
+    del steps_per_epoch  # no schedule counted in epochs
     del key, step  # no sampling schedule in this family
     t = config.model.in_shape[0]
     pred, mutated = model.apply(variables, frames[:, :t], train=True, rngs=rngs,

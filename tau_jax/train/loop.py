@@ -49,12 +49,13 @@ from tau_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 
-def loss_fn(model, config, params, batch_stats, frames, key, step):
-    """Training loss of one batch (the model family's) and the updated BatchNorm statistics."""
+def loss_fn(model, config, params, batch_stats, frames, key, step, steps_per_epoch=None):
+    """Training loss of one batch (the model family's) and the updated BatchNorm statistics;
+    `steps_per_epoch` (None outside a training run) serves schedules counted in epochs."""
     variables = {"params": params, "batch_stats": batch_stats}
     rngs = {"drop_path": jax.random.fold_in(key, 0), "dropout": jax.random.fold_in(key, 1)}
     loss, mutated = models.family_of(config.model.name).loss(
-        model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step)
+        model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step, steps_per_epoch)
     return loss, mutated.get("batch_stats", batch_stats)
 
 
@@ -85,7 +86,7 @@ def init_state(config, tx, mesh) -> tuple[TrainState, TrainState]:
     return jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed)), shardings
 
 
-def make_train_step(model, config, tx, state_shardings, mesh):
+def make_train_step(model, config, tx, state_shardings, mesh, steps_per_epoch=None):
     base_key = jax.random.key(config.train.seed)
 
     def train_step(state: TrainState, frames):
@@ -93,7 +94,7 @@ def make_train_step(model, config, tx, state_shardings, mesh):
         grad_fn = jax.value_and_grad(
             functools.partial(loss_fn, model, config), has_aux=True)
         (loss, batch_stats), grads = grad_fn(state.params, state.batch_stats, frames, key,
-                                             state.step)
+                                             state.step, steps_per_epoch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = jax.tree_util.tree_map(jnp.add, state.params, updates)
         ema = state.ema_params
@@ -225,7 +226,7 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
 def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, eval_source, ckpt,
           total_steps, steps_per_epoch, preemption) -> dict:
     """Train from `state` to total_steps, evaluating and checkpointing on the way."""
-    train_step = make_train_step(model, config, tx, shardings, mesh)
+    train_step = make_train_step(model, config, tx, shardings, mesh, steps_per_epoch)
     predict_step = make_predict_step(model, config, mesh)
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every

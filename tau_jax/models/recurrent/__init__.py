@@ -26,6 +26,7 @@ from tau_jax.models.recurrent.sampling import mask_from_config, mask_length
 
 NAMES = ("predrnn", "predrnnv2", "convlstm", "predrnnpp", "mim", "e3dlstm", "mau")
 OPENSTL_FEED = "patches"
+OPENSTL_TWINS = ()  # OpenSTL saves no module twice
 _MODULES = {"predrnn": PredRNN, "predrnnv2": PredRNNv2, "convlstm": ConvLSTM,
             "predrnnpp": predrnnpp.PredRNNpp, "mim": mim.MIM, "e3dlstm": e3dlstm.E3DLSTM,
             "mau": mau.MAU}
@@ -155,8 +156,9 @@ def recurrent_loss(next_frames, frames, aux=None, decouple_beta: float = 0.0, l1
     return loss
 
 
-def loss(model, config, variables, frames, rngs, key, step):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
     """The loss of one batch of T+T' frames with a scheduled-sampling mask drawn for `step`."""
+    del steps_per_epoch  # no schedule counted in epochs
     mc = config.model
     mask = mask_from_config(mc, key, step, frames.shape[0])
     (next_frames, aux), mutated = model.apply(variables, frames, mask=mask, train=True, rngs=rngs,

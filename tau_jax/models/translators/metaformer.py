@@ -259,7 +259,9 @@ class SelfAttention(nn.Module):
     Linear `qkv` D -> 3D read as (3, heads, D/heads), softmax(q k^T / sqrt(D/heads) + bias) v,
     Linear `proj`, dropout `drop` after it (timm 0.6's proj_drop; attention dropout is 0, as
     OpenSTL's blocks leave it). `window` > 0 adds Swin's learnt relative position bias
-    (`relative_position_bias_table`, one row per offset) for tokens of a window x window grid."""
+    (`relative_position_bias_table`, one row per offset) for tokens of a window x window grid.
+    `mask`, if given, is added to the logits as well (broadcast against `(..., heads, N, N)`):
+    Swin's shifted-window region mask (SwinLSTM); no parameters depend on it."""
 
     num_heads: int = 8
     drop: float = 0.0
@@ -268,7 +270,7 @@ class SelfAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
         d = x.shape[-1]
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         bias = None
@@ -278,6 +280,8 @@ class SelfAttention(nn.Module):
             n = self.window * self.window
             bias = table[relative_position_index(self.window).reshape(-1)]
             bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
+        if mask is not None:
+            bias = mask if bias is None else bias + mask
         qkv = dense(3 * d, name="qkv", **dt)(x)
         qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, d // self.num_heads))
         out = dot_product_attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :],

@@ -36,6 +36,21 @@ def window_geometry(h: int, w: int) -> tuple[int, bool]:
     return window, True
 
 
+def window_partition(x, ws: int):
+    """(B, H, W, D) -> (B, H/ws, W/ws, ws*ws, D): ws x ws windows, row-major inside and across
+    (timm's window_partition, batch and window grid kept as axes)."""
+    b, h, w, d = x.shape
+    tiles = x.reshape(b, h // ws, ws, w // ws, ws, d).transpose(0, 1, 3, 2, 4, 5)
+    return tiles.reshape(b, h // ws, w // ws, ws * ws, d)
+
+
+def window_merge(tiles, ws: int):
+    """The inverse of `window_partition` (timm's window_reverse)."""
+    b, nh, nw, _, d = tiles.shape
+    y = tiles.reshape(b, nh, nw, ws, ws, d).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, nh * ws, nw * ws, d)
+
+
 class SwinSubBlock(SubBlock):
     window: int = 0  # side of the attention windows
     shift: int = 0  # cyclic shift of the windows, 0 in even blocks
@@ -49,11 +64,9 @@ class SwinSubBlock(SubBlock):
         y = nn.LayerNorm(epsilon=1e-5, name="norm1", **dt)(x)
         if s:
             y = jnp.roll(y, (-s, -s), axis=(1, 2))
-        tiles = y.reshape(b, h // ws, ws, w // ws, ws, d).transpose(0, 1, 3, 2, 4, 5)
         tiles = SelfAttention(NUM_HEADS, self.drop, window=ws, name="attn", **dt)(
-            tiles.reshape(b, h // ws, w // ws, ws * ws, d), train)
-        y = tiles.reshape(b, h // ws, w // ws, ws, ws, d).transpose(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, h, w, d)
+            window_partition(y, ws), train)
+        y = window_merge(tiles, ws)
         if s:
             y = jnp.roll(y, (s, s), axis=(1, 2))
         x = x + drop_path(y, train)
