@@ -92,9 +92,9 @@ def _distributed_init():
 
 
 def _on_cloud_tpu_pod() -> bool:
-    """Cloud TPU's variables are set (with spaces, TPU_WORKER_HOSTNAMES is libtpu's warning)."""
+    """Cloud TPU's variables hold hosts / a task number (libtpu without TPUs writes warnings)."""
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "").strip()
-    return bool(hosts and " " not in hosts) or bool(os.environ.get("CLOUD_TPU_TASK_ID"))
+    return bool(hosts and " " not in hosts) or os.environ.get("CLOUD_TPU_TASK_ID", "").isdigit()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -70,12 +70,19 @@ def test_flag_of_another_command_is_refused():
 
 
 def test_libtpu_warning_in_the_environment_is_not_a_tpu_pod(monkeypatch):
-    """libtpu on a TPU-less machine writes its warning into TPU_WORKER_HOSTNAMES; a later
-    `tau-jax train` (a child process) must not take that for a pod and call jax.distributed."""
+    """libtpu on a TPU-less machine (`tau-jax compile`) writes its warnings into
+    TPU_WORKER_HOSTNAMES / CLOUD_TPU_TASK_ID with setenv, which a later `tau-jax train` started as
+    a child inherits: it must not take them for a pod and call jax.distributed."""
     from tau_jax import cli
     monkeypatch.delenv("CLOUD_TPU_TASK_ID", raising=False)
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "WARNING: could not determine TPU worker hostnames "
                        "or IP addresses, please set env var `TPU_WORKER_HOSTNAMES` manually")
     assert not cli._on_cloud_tpu_pod()
+    monkeypatch.setenv("CLOUD_TPU_TASK_ID", "WARNING: could not determine TPU worker number, "
+                       "please set env var `TPU_WORKER_ID` manually")
+    assert not cli._on_cloud_tpu_pod()
+    monkeypatch.setenv("CLOUD_TPU_TASK_ID", "0")
+    assert cli._on_cloud_tpu_pod()
+    monkeypatch.delenv("CLOUD_TPU_TASK_ID")
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1v-n-0,t1v-n-1")
     assert cli._on_cloud_tpu_pod()
