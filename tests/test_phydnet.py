@@ -3,7 +3,9 @@ code by experiments/make_phydnet_bundles.py: weights drawn from a seed, not stor
 counts, config errors, the teacher-forcing schedule, and a tiny run trained, evaluated,
 restored, predicted beyond T' and exported."""
 
+import importlib.util
 import json
+import os
 import pathlib
 
 import jax
@@ -20,22 +22,20 @@ from tau_jax.summary import summarize
 from tau_jax.train import loop
 
 SMALL = BUNDLES / "phydnet"
-PUBLIC = pathlib.Path("/work/shared/reference/openstl_bundles/zoo_rnn/phydnet.npz")
+# OpenSTL's public 45 MB PhyDNet bundle, if you have it (not in the repository): its path in
+# TAU_JAX_PHYDNET_BUNDLE runs the same check on it.
+PUBLIC = pathlib.Path(os.environ.get("TAU_JAX_PHYDNET_BUNDLE", "/nonexistent/phydnet.npz"))
 CASES = ("phydnet_p4_c2", "phydnet_p2")  # patch 4 / 2, T != T', 2 channels, non-square frames
 TWINS = (("encoder.phycell.", "phycell."), ("encoder.convcell.", "convcell."))
 
 
 def seeded_state_dict(keys, seed: int) -> dict:
-    """The generator's weights (experiments/make_phydnet_bundles.py, the same function)."""
-    rng, shapes, out = np.random.default_rng(seed), {k: tuple(s) for k, s in keys}, {}
-    for key in sorted(shapes):
-        z = rng.standard_normal(shapes[key])
-        if ".main.1." in key or ".bn1." in key:  # GroupNorm affine
-            out[key] = 1.0 + 0.1 * z if key.endswith("weight") else 0.1 * z
-        else:  # conv (O, I, k, k) / transposed conv (I, O, k, k) weights and their biases
-            w = shapes[key[:-len("bias")] + "weight"] if key.endswith("bias") else shapes[key]
-            out[key] = z / np.sqrt(3.0 * w[1] * w[2] * w[3])
-    return out
+    """The generator's weights: experiments/make_phydnet_bundles.py's function (one source)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_phydnet_bundles", DATA.parents[1] / "experiments" / "make_phydnet_bundles.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    return generator.seeded_state_dict(keys, seed)
 
 
 def with_copies(state_dict: dict) -> dict:
