@@ -15,9 +15,9 @@ from test_train_families import tiny_family_config
 from tau_jax import config as config_lib
 from tau_jax import models, predict, train
 from tau_jax.config import load_config_file
+from tau_jax.models import layers
 from tau_jax.convert import from_openstl
 from tau_jax.models import recurrent
-from tau_jax.models.recurrent import e3dlstm, mau
 from tau_jax.models.recurrent import patches as rpatches
 from tau_jax.train import loop
 
@@ -104,7 +104,7 @@ def test_nearest_index_is_pytorchs():
                         (13, 25), (4, 16)]:
         x = torch.arange(n_in, dtype=torch.float64)[None, None, :]
         want = torch.nn.functional.interpolate(x, size=n_out, mode="nearest")[0, 0].long().numpy()
-        np.testing.assert_array_equal(e3dlstm.nearest_index(n_in, n_out), want)
+        np.testing.assert_array_equal(layers.nearest_index(n_in, n_out), want)
 
 
 def test_conv_transpose_is_pytorchs(x64):
@@ -114,7 +114,7 @@ def test_conv_transpose_is_pytorchs(x64):
     w = rng.normal(size=(4, 6, 3, 3))   # (in, out, kh, kw)
     want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), stride=2,
                                                 padding=1, output_padding=1).numpy()
-    got = mau.conv_transpose_torch(jnp.asarray(x.transpose(0, 2, 3, 1)),
+    got = layers.conv_transpose_torch(jnp.asarray(x.transpose(0, 2, 3, 1)),
                                    jnp.asarray(w.transpose(2, 3, 1, 0)), 2, 1, 1)
     assert got.shape == (2, 10, 6, 6)
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-12, atol=1e-12)

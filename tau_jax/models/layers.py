@@ -281,6 +281,61 @@ def gelu(x):
 
 
 # ----------------------------------------------------------------------------------------------
+# PyTorch operations written exactly (OpenSTL's weights depend on their semantics)
+# ----------------------------------------------------------------------------------------------
+
+def conv_transpose_torch(x, kernel, stride: int, padding: int, output_padding: int):
+    """PyTorch's ConvTranspose2d on NHWC `x` with `kernel` (kh, kw, out, in): a stride-1 conv of
+    the stride-dilated input with the spatially flipped kernel, padded k-1-p before and
+    k-1-p+output_padding after."""
+    k = kernel.shape[0]
+    rhs = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (kh, kw, in, out), flipped
+    lo, hi = k - 1 - padding, k - 1 - padding + output_padding
+    return jax.lax.conv_general_dilated(x, rhs, (1, 1), ((lo, hi), (lo, hi)),
+                                        lhs_dilation=(stride, stride),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class ConvTranspose2d(nn.Module):
+    """PyTorch ConvTranspose2d(k, stride, padding, output_padding) with bias; kernel
+    (k, k, out, in)."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 2
+    padding: int = 1
+    output_padding: int = 1
+    dtype: object = None
+    param_dtype: object = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k, cin = self.kernel_size, x.shape[-1]
+        # PyTorch's fan_in of a (in, out, k, k) weight is out * k * k
+        kernel = self.param("kernel", nn.initializers.variance_scaling(
+            1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3),
+            (k, k, self.features, cin), self.param_dtype)
+        bias = self.param("bias", torch_default_bias_init(self.features * k * k),
+                          (self.features,), self.param_dtype)
+        dt = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
+        y = conv_transpose_torch(x.astype(dt), kernel.astype(dt), self.stride, self.padding,
+                                 self.output_padding)
+        return y + bias.astype(dt)
+
+
+def nearest_index(in_size: int, out_size: int) -> np.ndarray:
+    """PyTorch's legacy `nearest` source indices: identity, dst >> 1 for exactly 2x, otherwise
+    min(floor(dst * (float32(in) / out)), in - 1) in float32."""
+    dst = np.arange(out_size)
+    if out_size == in_size:
+        return dst
+    if out_size == 2 * in_size:
+        return dst >> 1
+    scale = np.float32(in_size) / np.float32(out_size)
+    return np.minimum(np.floor(dst.astype(np.float32) * scale).astype(np.int64), in_size - 1)
+
+
+# ----------------------------------------------------------------------------------------------
 # Roll-out
 # ----------------------------------------------------------------------------------------------
 

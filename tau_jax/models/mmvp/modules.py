@@ -10,9 +10,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tau_jax.models.layers import BatchNorm, torch_default_conv
+from tau_jax.models.layers import BatchNorm, ConvTranspose2d, torch_default_conv
 from tau_jax.models.mmvp import ops
-from tau_jax.models.recurrent.mau import ConvTranspose2d
 
 Dtype = Any
 

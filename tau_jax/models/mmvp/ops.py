@@ -6,7 +6,7 @@
   'bilinear' and 'bicubic' use align_corners=False and no antialiasing; bicubic has A = -0.75 and
   clamped border taps; its source coordinate is not clamped at 0, bilinear's is. `jax.image.resize`
   differs in all of these (it antialiases when shrinking and its cubic has A = -0.5). 'nearest'
-  is PyTorch's legacy floor(dst * in / out) (`e3dlstm.nearest_index`).
+  is PyTorch's legacy floor(dst * in / out) (`layers.nearest_index`).
 * `similarity`, `softmax_all`, `sim_interpolate`, `compose`: the motion matrices.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from tau_jax.models.recurrent.e3dlstm import nearest_index
+from tau_jax.models.layers import nearest_index
 
 A_CUBIC = -0.75  # PyTorch's bicubic constant
 

@@ -35,8 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models.layers import torch_default_conv
-from tau_jax.models.recurrent.mau import ConvTranspose2d
+from tau_jax.models.layers import ConvTranspose2d, torch_default_conv
 
 Dtype = Any
 PHYCELL_CHANNELS = 64     # PhyCell input / state width (OpenSTL's input_dim)

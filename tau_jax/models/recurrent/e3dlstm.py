@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models.layers import torch_default_kernel_init
+from tau_jax.models.layers import nearest_index, torch_default_kernel_init
 from tau_jax.models.recurrent.model import RecurrentModel
 
 FORGET_BIAS = 1.0
@@ -77,18 +77,6 @@ def frame_rule(cfg) -> tuple[int, str | None]:
     """Frames of exactly in_shape's size (`_norm_c_t` spans the patch grid whatever layer_norm)."""
     return int(cfg.patch_size), ("its LayerNorms (_norm_c_t, always on) have parameters over the "
                                  "whole frame grid")
-
-
-def nearest_index(in_size: int, out_size: int) -> np.ndarray:
-    """PyTorch's legacy `nearest` source indices: identity, dst >> 1 for exactly 2x, otherwise
-    min(floor(dst * (float32(in) / out)), in - 1) in float32."""
-    dst = np.arange(out_size)
-    if out_size == in_size:
-        return dst
-    if out_size == 2 * in_size:
-        return dst >> 1
-    scale = np.float32(in_size) / np.float32(out_size)
-    return np.minimum(np.floor(dst.astype(np.float32) * scale).astype(np.int64), in_size - 1)
 
 
 def nearest_resize(x, size):

@@ -33,9 +33,8 @@ import numpy as np
 from flax import linen as nn
 
 from tau_jax.models.attention import layer_norm
-from tau_jax.models.layers import (DropPath, torch_default_bias_init, torch_default_conv,
-                                   torch_default_kernel_init)
-from tau_jax.models.recurrent.mau import ConvTranspose2d
+from tau_jax.models.layers import (ConvTranspose2d, DropPath, torch_default_bias_init,
+                                   torch_default_conv, torch_default_kernel_init)
 from tau_jax.models.translators.metaformer import Mlp, SelfAttention
 from tau_jax.models.translators.swin import window_merge, window_partition
 
