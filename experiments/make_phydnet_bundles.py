@@ -17,8 +17,8 @@ the encoder, as the public bundle), OpenSTL's `loss_model_tf*` (its moment term 
 `loss_moment` (rounded) and `loss_moment_f64`, `loss_method_tf1` (the method's broadcast bug) and
 `pred_y_test` from `model.inference`.
 
-`--check-public` runs the same code on the public bundle's weights and inputs
-(/work/shared/reference/openstl_bundles/zoo_rnn/phydnet.npz) and checks every stored output is
+`--check-public NPZ` runs the same code on the public bundle's weights and inputs (OpenSTL's
+45 MB reference `phydnet.npz`, not in this repository) and checks every stored output is
 reproduced exactly: this generator computes what that bundle holds.
 """
 

@@ -110,7 +110,8 @@ def test_openstl_weights_reproduce_openstl_float64(name, x64):
         assert rel(value, ref) <= 1e-6
 
 
-@pytest.mark.skipif(not PUBLIC.exists(), reason="the public 45 MB bundle is not in the repository")
+@pytest.mark.skipif(not PUBLIC.exists(), reason="OpenSTL's 45 MB PhyDNet bundle is not in the "
+                    "repository; set TAU_JAX_PHYDNET_BUNDLE to its path to run this")
 def test_public_bundle_float64(x64):
     """The public bundle (stored weights, 16x16, patch 4): the seeded route above is the same."""
     z = dict(np.load(PUBLIC))

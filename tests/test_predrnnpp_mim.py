@@ -4,7 +4,8 @@ restored, predicted beyond T' and exported.
 
 Bundles in data/openstl_bundles/zoo_rnn/: `predrnnpp` and `mim` are the public reference cases
 (1 channel, 16x16, T = T' = 4, 2 layers); the `*_heldout_*` ones were made with
-/work/shared/tools/make_rnn_zoo_bundles.py (its HELDOUT list): 2 channels, non-square frames,
+OpenSTL's own code by the project's bundle generator (kept outside the repository; see
+data/openstl_bundles/zoo_rnn/README.md): 2 channels, non-square frames,
 T != T', three and four layers, MIM with layer_norm = 1, reverse scheduled sampling for both.
 """
 

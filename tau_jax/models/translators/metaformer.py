@@ -105,8 +105,7 @@ class MetaSubBlock(nn.Module):
     def __call__(self, x, train: bool):
         d = x.shape[-1]
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        ls_init = nn.initializers.constant(self.layer_scale_init)
-        ls1 = self.param("layer_scale_1", ls_init, (d,), self.param_dtype)
+        ls1 = layer_scale(self, "layer_scale_1", d, self.layer_scale_init)
         drop_path = DropPath(self.drop_path)
 
         y = BatchNorm(use_running_average=not train, name="norm1", **dt)(x)
@@ -114,7 +113,7 @@ class MetaSubBlock(nn.Module):
         x = x + drop_path(ls1.astype(y.dtype) * y, train)
         if not self.mlp_ratio:
             return x
-        ls2 = self.param("layer_scale_2", ls_init, (d,), self.param_dtype)
+        ls2 = layer_scale(self, "layer_scale_2", d, self.layer_scale_init)
         y = BatchNorm(use_running_average=not train, name="norm2", **dt)(x)
         y = MixMlp(int(d * self.mlp_ratio), self.drop, self.dw_impl, name="mlp", **dt)(y, train)
         return x + drop_path(ls2.astype(y.dtype) * y, train)
