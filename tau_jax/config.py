@@ -40,6 +40,11 @@ def base_config(model: str = "tau") -> ml_collections.ConfigDict:
     config.data.eval_split = "test"    # split evaluated during training (OpenSTL validates on test)
     config.data.data_dir = ""          # prepared datasets; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.manual_dir = ""        # manually downloaded files; '' = <data_dir>/downloads/manual
+    config.data.frame_padding = "auto"  # frames the model's strides or patches do not divide are
+    #                                    padded around every model call and cropped after it:
+    #                                    'auto' = global lat-lon grids wrap longitude and fold
+    #                                    latitude across the poles, others 'edge'; or 'edge',
+    #                                    'reflect', 'zeros' (tau_jax/models/framing.py)
     config.data.in_frames = 0          # T; 0 = the dataset's own (mmnist 10, taxibj 4, kth 10, ...)
     config.data.out_frames = 0         # T'; 0 = the dataset's own (mmnist 10, taxibj 4, kth 20, ...)
     config.data.mmnist_seed = 0        # moving_mnist: seed of the generated sequences

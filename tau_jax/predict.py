@@ -16,33 +16,23 @@ Horizons: the model predicts `out_frames` frames per pass; a longer horizon roll
 model's own outputs (the last T frames known so far feed the next pass, as OpenSTL's roll-out),
 a shorter one keeps the first frames. Inputs with more than T frames use their last T.
 
-Frame sizes (pad and crop): the frames may be any H x W, not only model.in_shape's. The layers
-that carry the trained weights do not depend on the frame size for most models, so the model runs
-on any size its strides and windows divide (each family's `frame_rule`):
-
-* SimVP family (`tau`, `gsta`, `incepu`: convolutions, and TAU's dynamical attention is a global
-  mean pool): H and W multiples of the encoder stride 2 ** (N_S // 2);
-* `tps`: multiples of stride * latent_patch * window_size (its windows must tile the token grid;
-  the relative-position table depends on the window, not the grid);
-* `predrnn`, `predrnnv2`, `convlstm`: multiples of patch_size;
-* `timesformer` (a position embedding learnt per token of the in_shape grid), `predformer` (a
-  fixed position code numbering the in_shape grid's tokens) and the recurrent family with
-  `layer_norm = 1` (LayerNorm affines over the whole grid) take only in_shape's H x W.
-
-Frames of another size are padded to the smallest accepted size that holds them (for the
-fixed-size models: to in_shape, when they are no larger), predicted, and cropped back, so the
-output always has the input's H x W. The padding replicates the border pixels (`PAD_MODE` 'edge'),
-split evenly between the two sides (the extra pixel of an odd amount after): unlike zeros it draws
-no artificial edge into data whose background is not 0 (weather fields in physical units, video),
-and unlike a reflection it makes no mirrored copy of a moving object next to the border whose
-motion the model would carry into the cropped region. Roll-outs crop after every pass (of T
+Frame sizes (pad and crop): the frames may be any H x W, not only model.in_shape's. The model
+runs on the sizes its strides, patches and windows divide (each family's `frame_rule`); frames of
+another size are padded to the smallest such size that holds them (`tau_jax.models.padded_size`)
+before every model call and the output cropped back (`tau_jax.models.framing`), as in training
+and evaluation, so the output always has the input's H x W. Models whose parameters fix the grid
+(`timesformer`, `mlpmixer`, `predformer`, `mim`, `e3dlstm`, `mau`, SwinLSTM, the recurrent family
+with `layer_norm = 1`) take frames no larger than in_shape's, padded up to the size they were
+trained on. The band is filled as the training data's was (`Predictor.padding`, saved in
+normalisation.json): a global latitude-longitude grid wraps its longitude and folds its latitude
+across the poles, video replicates its border pixels. Roll-outs crop after every pass (of T
 frames for the SimVP frame, of out_frames for the recurrent family) and re-pad the next pass's
 input: every pass sees real frames bordered as the first pass saw them, the model's own guesses
-in the padding band (a region it was never trained on) never feed back, and a long roll-out
-equals chained calls of `predict`. A model on a size other than the one it was trained on is
-still the same model: how well it predicts there (TAU's pooled statistics, boundary effects of
-larger frames) is for the user to judge. Compilation is per (horizon, frame size): each new size
-compiles once, later calls with it reuse the program (batches are padded to one batch shape).
+in the padding band never feed back, and a long roll-out equals chained calls of `predict`. A
+model on a size other than the one it was trained on is still the same model: how well it
+predicts there (TAU's pooled statistics, boundary effects of larger frames) is for the user to
+judge. Compilation is per (horizon, frame size): each new size compiles once, later calls with
+it reuse the program (batches are padded to one batch shape).
 
 A workdir made from OpenSTL weights (`tau_jax.convert.convert_openstl`) loads the same way.
 """
@@ -60,14 +50,11 @@ import numpy as np
 from tau_jax import data, models
 from tau_jax.data import base, readers
 from tau_jax.data.base import check_finite
-from tau_jax.models.layers import chain_passes
+from tau_jax.models.framing import Framing, Padding, pad_amounts
 from tau_jax.train import evaluation
 from tau_jax.train.checkpoint import has_checkpoints
 from tau_jax.train.sharding import make_mesh
 from tau_jax.train.workdir import NORM_FILE, atomic_open, load_config, normalisation_of, read_json
-
-PAD_MODE = "edge"  # how frames are padded to a size the model takes (see the module docstring)
-
 
 # ----------------------------------------------------------------------------------------------
 # Shared checks, frame sizes and roll-out
@@ -107,52 +94,6 @@ def check_frames(frames, in_shape, any_size: bool = False, size_hint: str = "") 
     return frames[:, -t:].astype(np.float32)
 
 
-def padded_size(model_config, h: int, w: int) -> tuple[int, int]:
-    """The smallest frame size >= (h, w) the model takes (see the module docstring); ValueError
-    naming the model and the sizes it takes when there is none."""
-    m, fixed = models.family_of(model_config.name).frame_rule(model_config)
-    _, h0, w0, _ = (int(v) for v in model_config.in_shape)
-    if fixed is None:
-        return -(-h // m) * m, -(-w // m) * m
-    if h <= h0 and w <= w0:
-        return h0, w0
-    raise ValueError(f"model {model_config.name!r} takes only {h0}x{w0} frames (model.in_shape; "
-                     f"{fixed}) and pads smaller ones up to that, but these frames are {h}x{w}; "
-                     f"crop or resize them to at most {h0}x{w0}.")
-
-
-def _pad_amounts(size: tuple[int, int], padded: tuple[int, int]):
-    """((top, bottom), (left, right)): the padding split evenly, the odd pixel after."""
-    return tuple(((p - s) // 2, (p - s) - (p - s) // 2) for s, p in zip(size, padded))
-
-
-def _pad(x, pad):
-    """Pad (B, T, H, W, C) by `pad` ((top, bottom), (left, right)) with PAD_MODE."""
-    if not any(sum(p) for p in pad):
-        return x
-    return jnp.pad(x, ((0, 0), (0, 0)) + tuple(pad) + ((0, 0),), mode=PAD_MODE)
-
-
-def _crop(y, pad):
-    (top, bottom), (left, right) = pad
-    return y[:, :, top:y.shape[2] - bottom, left:y.shape[3] - right]
-
-
-def rollout(model, model_config, variables, inputs, horizon: int, pad=((0, 0), (0, 0))):
-    """Normalised inputs (B, T, H, W, C) -> the `horizon` next frames, normalised float32, in
-    eval mode: passes of the model chained on its own outputs (the last T frames known so far).
-    With `pad` ((top, bottom), (left, right)) every model call's input is padded (PAD_MODE) and
-    its output cropped back; `model` must then be built for the padded size."""
-    family = models.family_of(model_config.name)
-
-    def around(call):
-        return lambda frames: _crop(call(_pad(frames, pad)), pad)
-
-    def one_pass(window):
-        return family.model_pass(model, model_config, variables, window, around)
-    return chain_passes(one_pass, inputs, horizon).astype(jnp.float32)
-
-
 def _batched(fn, frames: np.ndarray, batch_size: int) -> np.ndarray:
     """fn over `frames` in batches of `batch_size` (the last padded, so one shape compiles)."""
     if batch_size < 1:
@@ -185,26 +126,42 @@ class Predictor:
         self.out_frames = int(config.model.out_frames)
         self._norm = None if normalisation is None else {
             k: np.asarray(normalisation[k], np.float32) for k in ("sub", "div")}
-        self._models = {self.in_shape[1:3]: self.model}  # padded (H, W) -> model built for it
+        self._facts = None  # NORM_FILE's contents, read on first use
+        # padded (H, W) -> the model built for it
+        self._models = {models.padded_size(config.model, *self.in_shape[1:3]): self.model}
         self._fns = {}
 
-    # -- normalisation ---------------------------------------------------------------------------
+    # -- what predict needs of the training data -------------------------------------------------
     @property
     def normalisation(self) -> dict:
         """{'sub', 'div'} (C,) float32: normalised = (raw - sub) / div."""
         if self._norm is None:
-            path = None if self.workdir is None else self.workdir / NORM_FILE
-            if path is not None and path.exists():
-                saved = read_json(path)
-            else:  # a converted workdir, or one trained before train wrote the file
-                saved = normalisation_of(data.get_source(self.config.data, "train"))
-            self._norm = {k: np.asarray(saved[k], np.float32) for k in ("sub", "div")}
+            self._norm = {k: np.asarray(self._data_fact(k), np.float32) for k in ("sub", "div")}
         return self._norm
+
+    @property
+    def padding(self) -> Padding:
+        """How frames are padded to a size the model runs on: the training data's
+        (`data.frame_padding`: a global grid wraps and folds at the poles, video 'edge')."""
+        return Padding.from_json(self._data_fact("frame_padding"))
+
+    def _data_fact(self, key: str):
+        """`key` of the workdir's NORM_FILE or, where it lacks it (a converted workdir, a run
+        trained before train wrote it), of the training source, prepared if need be."""
+        if self._facts is None or key not in self._facts:
+            path = None if self.workdir is None else self.workdir / NORM_FILE
+            saved = read_json(path) if path is not None and path.exists() else {}
+            if key not in saved:
+                source = data.get_source(self.config.data, "train")
+                saved = {**normalisation_of(source), **saved, "frame_padding":
+                         data.frame_padding(self.config.data, source).to_json()}
+            self._facts = saved
+        return self._facts[key]
 
     # -- frame sizes -----------------------------------------------------------------------------
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         """The frame size H x W frames are padded to for this model (ValueError if none)."""
-        return padded_size(self.config.model, int(h), int(w))
+        return models.padded_size(self.config.model, int(h), int(w))
 
     def _core(self, horizon: int, h: int, w: int):
         """rollout for (h, w) frames: normalised (B, T, h, w, C) -> (B, horizon, h, w, C)."""
@@ -213,8 +170,10 @@ class Predictor:
             cfg = self.config.model.copy_and_resolve_references()
             cfg.in_shape = (self.in_shape[0], *size, self.in_shape[3])
             self._models[size] = models.build(cfg)
-        return functools.partial(rollout, self._models[size], self.config.model, horizon=horizon,
-                                 pad=_pad_amounts((h, w), size))
+        amounts = pad_amounts((h, w), size)
+        framing = Framing(amounts, self.padding if any(map(sum, amounts)) else Padding())
+        return functools.partial(models.rollout, self._models[size], self.config.model,
+                                 horizon=horizon, around=framing.around)
 
     # -- prediction ------------------------------------------------------------------------------
     def _fn(self, horizon: int, h: int, w: int):

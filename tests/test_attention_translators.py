@@ -400,13 +400,10 @@ def test_config_files(path):
 
 
 @pytest.mark.parametrize("name,overrides,message", [
-    ("tps", dict(window_size=3), r"model.window_size = 3 must divide the token grid 8 x 8"),
-    ("tps", dict(window_size=4, latent_patch=4), r"model.window_size = 4 must divide .* 2 x 2"),
     ("timesformer", dict(num_heads=3), r"model.num_heads = 3 must divide .* model.hid_T = 32"),
     ("tps", dict(num_heads=5), r"model.num_heads = 5 must divide"),
-    ("timesformer", dict(latent_patch=3), r"model.latent_patch = 3 must divide the latent map "
-                                          r"h x w = 8 x 8"),
-    ("tps", dict(latent_patch=3), r"model.latent_patch = 3"),
+    ("timesformer", dict(latent_patch=3), r"'timesformer' cannot pad its frames .* multiples "
+                                          r"of 6, got 16x16; use frames of H 12 or 18"),
     ("timesformer", dict(attention_mode="axial"), r"model.attention_mode must be one of"),
     ("tps", dict(relative_bias="none"), r"model.relative_bias must be one of"),
     ("tps", dict(shift_ratio=1.5), r"model.shift_ratio must lie in \[0, 1\]"),

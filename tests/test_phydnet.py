@@ -155,7 +155,6 @@ def test_parameter_counts_of_openstl_configs():
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(patch_size=3), r"model\.patch_size must be 2 or 4 for phydnet \(OpenSTL silently"),
-    (dict(in_shape=(10, 62, 64, 1)), r"H x W = 62 x 64 must be divisible by model\.patch_size"),
     (dict(in_shape=(1, 64, 64, 1)), r"model\.in_shape T must be >= 2 for phydnet"),
     (dict(out_frames=0), r"model\.out_frames must be a positive int, got 0"),
     (dict(in_shape=(10, 64, 64)), r"model\.in_shape must be four positive ints"),
@@ -197,9 +196,10 @@ def run(dataset, tmp_path_factory):
     seen = []
     original = phydnet.loss
 
-    def spy(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+    def spy(model, config, variables, frames, rngs, key, step, steps_per_epoch, framing):
         seen.append(steps_per_epoch)
-        return original(model, config, variables, frames, rngs, key, step, steps_per_epoch)
+        return original(model, config, variables, frames, rngs, key, step, steps_per_epoch,
+                        framing)
 
     run = tmp_path_factory.mktemp("phydnet") / "run"
     with pytest.MonkeyPatch.context() as mp:

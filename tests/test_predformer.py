@@ -103,7 +103,9 @@ def test_weights_of_another_variant_are_refused_with_their_keys():
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(variant="tsst"), r"model\.variant must be one of \['binary_st'"),
-    (dict(patch_size=6), r"H x W = 64 x 64 must be divisible by model\.patch_size = 6"),
+    (dict(patch_size=6), r"model 'predformer' cannot pad its frames \(its sinusoidal position "
+                         r"code .*\): model\.in_shape's H and W must be multiples of 6, got "
+                         r"64x64; use frames of H 60 or 66 and W 60 or 66\."),
     (dict(heads=0), r"model\.heads must be a positive int, got 0"),
     (dict(Ndepth=-1), r"model\.Ndepth must be a positive int, got -1"),
     (dict(drop_path=1.0), r"model\.drop_path must lie in \[0, 1\), got 1\.0"),

@@ -394,7 +394,6 @@ def test_example_inputs(name):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (dict(in_shape=(3, 9, 8, 1)), "divisible by model.patch_size"),
     (dict(num_hidden=()), "num_hidden"),
     (dict(num_hidden=(4, 0)), "num_hidden"),
     (dict(num_hidden=(4, 8)), "one width for every layer"),

@@ -262,7 +262,6 @@ def test_bfloat16_compute_keeps_float32_params(tiny_variables):
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(name="unet"), "Unknown model.name 'unet'"),
-    (dict(in_shape=(3, 18, 16, 1), N_S=4), "divisible by the encoder's stride 4"),
     (dict(N_S=3), "model.N_S must be an even number"),
     (dict(hid_S=5), "model.hid_S must be even"),
     (dict(N_T=1), "model.N_T must be >= 2"),

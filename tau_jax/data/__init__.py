@@ -22,6 +22,7 @@ import errno
 import importlib
 
 from tau_jax import metrics
+from tau_jax.models.framing import VIDEO_MODES, Padding, geographic_padding
 
 _MODULES = {
     "moving_mnist": "moving_mnist", "mmnist": "moving_mnist",
@@ -72,6 +73,25 @@ def metric_conventions(data_config) -> dict:
     return dict(metrics=names, clip_range=(float(clip[0]), float(clip[1])),
                 spatial_norm=own.spatial_norm if mode == "auto" else SPATIAL_NORM[mode],
                 channel_names=own.channel_names)
+
+
+def check_frame_padding(data_config) -> str:
+    """config.data.frame_padding, checked."""
+    mode = _data_section(data_config).frame_padding
+    if mode not in ("auto",) + VIDEO_MODES:
+        raise ValueError(f"config.data.frame_padding must be one of {('auto',) + VIDEO_MODES}, "
+                         f"got {mode!r}.")
+    return mode
+
+
+def frame_padding(data_config, source) -> Padding:
+    """How the frames of `source` are padded up to a size the model runs on (framing.py):
+    config.data.frame_padding, where 'auto' wraps and folds a geographic grid (its lat / lon)
+    and replicates the border of anything else ('edge': experiments/frame_padding.py)."""
+    mode = check_frame_padding(data_config)
+    if mode != "auto":
+        return Padding(mode, mode)
+    return Padding() if source.lat is None else geographic_padding(source.lat, source.lon)
 
 
 def channel_labels(data_config) -> tuple[str, ...] | None:

@@ -9,18 +9,22 @@ up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
                               frames in, T' out) or 'patches' (all T+T' frames patched, with a
                               scheduled-sampling mask); the benchmark's PyTorch peer follows it
     model_config(name)        its `model` config section: every field, its default and meaning
-    build(cfg, dtypes)        checks the section (one ValueError naming the field), the module
+    build(cfg, dtypes)        checks the section (one ValueError naming the field), the module;
+                              cfg.in_shape is the padded size the module runs on
+                              (`tau_jax.models.build` pads it by `frame_rule`)
     example_inputs(cfg)       keyword arguments of a batch-1 call, for `init`
-    loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None)
+    loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None, framing=NONE)
                               -> (loss, mutated variables): the training loss of a batch of
-                              T+T' frames, train mode; `steps_per_epoch` is the trainer's
-                              (None outside a run), for schedules counted in epochs (PhyDNet)
+                              T+T' frames, train mode, every model call on `framing.pad`ded
+                              frames and its output `framing.crop`ped before any loss term
+                              (framing.py); `steps_per_epoch` is the trainer's (None outside a
+                              run), for schedules counted in epochs (PhyDNet)
     predict(model, cfg, variables, inputs)       the out_frames frames after T inputs, eval mode
     model_pass(model, cfg, variables, window, around)
                               the same, with every model call on a window wrapped by
                               `around(call) -> call` (predict pads before and crops after it)
-    frame_rule(cfg) -> (m, why)   frame sizes the trained model runs on (multiples of m), or
-                              why its parameters fix them to model.in_shape's
+    frame_rule(cfg) -> (m, why)   frame sizes the model runs on (multiples of m) and, where its
+                              parameters fix the grid to the (padded) in_shape's, why
     openstl_key(collection, path, shape, cfg) -> (key, transform)
                               the OpenSTL state-dict key of one Flax leaf and the function
                               taking the PyTorch array to the Flax layout

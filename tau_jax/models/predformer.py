@@ -42,6 +42,7 @@ from tau_jax.models import openstl_names
 from tau_jax.models.attention import dense, dot_product_attention, layer_norm, patchify
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.layers import (DropPath, checked_roll_out, torch_default_bias_init,
                                    torch_default_kernel_init)
 
@@ -322,10 +323,6 @@ def check_config(cfg) -> dict:
     check_variant(cfg.variant)
     ints = {f: _positive_int(cfg, f) for f in ("out_frames", "patch_size", "dim", "heads",
                                                "dim_head", "scale_dim", "Ndepth", "depth")}
-    p = ints["patch_size"]
-    if h % p or w % p:
-        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by model.patch_size "
-                         f"= {p}; pad or resize the frames or pick another patch size.")
     rates = {f: cfg[f] for f in ("dropout", "attn_dropout", "drop_path")}
     for field, rate in rates.items():
         if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
@@ -339,13 +336,14 @@ def build(cfg, dtypes) -> nn.Module:
     return PredFormer(**check_config(cfg), **dtypes)
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
     """MSE of the T' frames predicted (train mode) from the first T of `frames`."""
     del steps_per_epoch  # no schedule counted in epochs
     del key, step  # no sampling schedule in this family
     t = config.model.in_shape[0]
-    pred = model.apply(variables, frames[:, :t], train=True, rngs=rngs)
-    return losses.mse(pred, frames[:, t:]), {}
+    pred = model.apply(variables, framing.pad(frames[:, :t]), train=True, rngs=rngs)
+    return losses.mse(framing.crop(pred), frames[:, t:]), {}
 
 
 example_inputs = frames_example_inputs

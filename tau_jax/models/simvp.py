@@ -26,6 +26,7 @@ from tau_jax import losses
 from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.layers import DW_IMPLS, checked_roll_out
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
@@ -210,11 +211,6 @@ def check_config(cfg) -> None:
     if cfg.N_S < 2 or cfg.N_S % 2:
         raise ValueError(f"model.N_S must be an even number >= 2 (OpenSTL alternates stride 1 "
                          f"and 2 layers), got {cfg.N_S}.")
-    stride = 2 ** (cfg.N_S // 2)
-    if h % stride or w % stride:
-        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by the encoder's "
-                         f"stride {stride} (2 ** (N_S // 2) with N_S = {cfg.N_S}); pad or resize "
-                         "the frames.")
     if cfg.hid_S < 2 or cfg.hid_S % 2:
         raise ValueError(f"model.hid_S must be even (GroupNorm with 2 groups), got {cfg.hid_S}.")
     if cfg.N_T < 2:
@@ -244,14 +240,15 @@ def build(cfg, dtypes) -> nn.Module:
                  spatio_kernel_dec=cfg.spatio_kernel_dec, **dtypes)
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
     """MSE + loss.alpha * DDR of the T' frames predicted from the first T of `frames`."""
     del steps_per_epoch  # no schedule counted in epochs
     del key, step  # no sampling schedule in this family
     t = config.model.in_shape[0]
-    pred, mutated = model.apply(variables, frames[:, :t], train=True, rngs=rngs,
+    pred, mutated = model.apply(variables, framing.pad(frames[:, :t]), train=True, rngs=rngs,
                                 mutable=["batch_stats"])
-    return losses.tau_loss(pred, frames[:, t:], config.loss.alpha, config.loss.ddr_tau), mutated
+    return losses.tau_loss(framing.crop(pred), frames[:, t:], config.loss.alpha, config.loss.ddr_tau), mutated
 
 
 example_inputs = frames_example_inputs

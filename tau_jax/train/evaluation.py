@@ -7,13 +7,13 @@ import os
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
 from tau_jax import data, models, visualize
 from tau_jax.data.pipeline import eval_batches
 from tau_jax.metrics import MetricAccumulator
+from tau_jax.models.framing import Padding
 from tau_jax.weather_metrics import WeatherBench2Metrics
 from tau_jax.train.checkpoint import abstract_like, restore_part
 from tau_jax.train.predictions import PredictionWriter
@@ -21,13 +21,15 @@ from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh, 
 from tau_jax.train.workdir import check_source_matches_model, load_config
 
 
-def make_predict_step(model, config, mesh):
-    """Jitted (variables, frames (B, T+T', ...)) -> the model's out_frames frames, float32."""
+def make_predict_step(model, config, mesh, padding=Padding()):
+    """Jitted (variables, frames (B, T+T', ...)) -> the model's out_frames frames, float32,
+    every model call on frames padded with `padding` and cropped back (as `predict`)."""
     t = config.model.in_shape[0]
-    family = models.family_of(config.model.name)
+    framing = models.framing(config.model, padding)
 
     def step(variables, frames):
-        return family.predict(model, config.model, variables, frames[:, :t]).astype(jnp.float32)
+        return models.rollout(model, config.model, variables, frames[:, :t],
+                              int(config.model.out_frames), framing.around)
 
     return jax.jit(step, out_shardings=batch_sharding(mesh))
 
@@ -161,7 +163,8 @@ def evaluate(workdir: str | os.PathLike, config=None, checkpoint: str | int = "b
         keep = PredictionWriter(workdir, step, len(source), (t, *source.shape[1:]),
                                 (config.model.out_frames, *source.shape[1:]))
     try:
-        metrics, _ = evaluate_split(make_predict_step(model, config, mesh), variables, source,
+        predict_step = make_predict_step(model, config, mesh, data.frame_padding(config.data, source))
+        metrics, _ = evaluate_split(predict_step, variables, source,
                                     config, mesh, keep=keep)
     except BaseException:
         if keep is not None:

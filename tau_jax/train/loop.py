@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 
 from tau_jax import data, models
 from tau_jax.data.pipeline import train_batches
+from tau_jax.models.framing import Padding
 from tau_jax.train import console, optim
 from tau_jax.train.evaluation import (EvaluationInterrupted, check_checkpoint_choice,
                                       evaluate_split, make_predict_step, picture_style,
@@ -49,13 +50,17 @@ from tau_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 
-def loss_fn(model, config, params, batch_stats, frames, key, step, steps_per_epoch=None):
-    """Training loss of one batch (the model family's) and the updated BatchNorm statistics;
-    `steps_per_epoch` (None outside a training run) serves schedules counted in epochs."""
+def loss_fn(model, config, params, batch_stats, frames, key, step, steps_per_epoch=None,
+            padding=Padding()):
+    """Training loss of one batch (the model family's, on frames padded with `padding` to the
+    size the model runs on, its terms on the real frame only) and the updated BatchNorm
+    statistics; `steps_per_epoch` (None outside a training run) serves schedules counted in
+    epochs."""
     variables = {"params": params, "batch_stats": batch_stats}
     rngs = {"drop_path": jax.random.fold_in(key, 0), "dropout": jax.random.fold_in(key, 1)}
     loss, mutated = models.family_of(config.model.name).loss(
-        model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step, steps_per_epoch)
+        model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step, steps_per_epoch,
+        models.framing(config.model, padding))
     return loss, mutated.get("batch_stats", batch_stats)
 
 
@@ -86,13 +91,14 @@ def init_state(config, tx, mesh) -> tuple[TrainState, TrainState]:
     return jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed)), shardings
 
 
-def make_train_step(model, config, tx, state_shardings, mesh, steps_per_epoch=None):
+def make_train_step(model, config, tx, state_shardings, mesh, steps_per_epoch=None,
+                    padding=Padding()):
     base_key = jax.random.key(config.train.seed)
 
     def train_step(state: TrainState, frames):
         key = jax.random.fold_in(base_key, state.step)
         grad_fn = jax.value_and_grad(
-            functools.partial(loss_fn, model, config), has_aux=True)
+            functools.partial(loss_fn, model, config, padding=padding), has_aux=True)
         (loss, batch_stats), grads = grad_fn(state.params, state.batch_stats, frames, key,
                                              state.step, steps_per_epoch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -157,6 +163,7 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
     train_source = data.get_source(config.data, "train")
     eval_source = data.get_source(config.data, config.data.eval_split)
     check_source_matches_model(train_source, config.model)
+    padding = data.frame_padding(config.data, train_source)
     steps_per_epoch = train_source.epoch_size // config.data.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"data.batch_size = {config.data.batch_size} exceeds the "
@@ -194,7 +201,8 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
         else:
             state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
         if jax.process_index() == 0:
-            save_normalisation(workdir, train_source)  # what predict and eval de-normalise with
+            save_normalisation(workdir, train_source, padding)  # what predict needs of the data
+            log_framing(config.model, padding)
             write_atomic(workdir / PARAMETERS_FILE, console.parameter_overview(state.params))
             log.info("%s", console.start_block(
                 config, state.params, mesh, train_source, eval_source, total_steps=total_steps,
@@ -206,7 +214,7 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
             raise Preempted(f"stopped by {signal.Signals(preemption.signum).name} before "
                             "training started; nothing new to save.", preemption.signum)
         metrics = _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches,
-                        eval_source, ckpt, total_steps, steps_per_epoch, preemption)
+                        eval_source, ckpt, total_steps, steps_per_epoch, preemption, padding)
         ckpt.close()
     except OSError as e:
         ckpt.abandon()
@@ -224,10 +232,10 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
 
 
 def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, eval_source, ckpt,
-          total_steps, steps_per_epoch, preemption) -> dict:
+          total_steps, steps_per_epoch, preemption, padding) -> dict:
     """Train from `state` to total_steps, evaluating and checkpointing on the way."""
-    train_step = make_train_step(model, config, tx, shardings, mesh, steps_per_epoch)
-    predict_step = make_predict_step(model, config, mesh)
+    train_step = make_train_step(model, config, tx, shardings, mesh, steps_per_epoch, padding)
+    predict_step = make_predict_step(model, config, mesh, padding)
     eval_every = config.train.eval_every_steps or steps_per_epoch
     ckpt_every = config.train.checkpoint_every_steps or eval_every
     step = int(state.step)
@@ -306,6 +314,17 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
         stack.close()
         writer.close()
     return last_eval
+
+
+def log_framing(model_config, padding) -> None:
+    """Say so when the frames run padded (framing.py)."""
+    framing = models.framing(model_config, padding)
+    if framing.amounts != ((0, 0), (0, 0)):
+        _, h, w, _ = model_config.in_shape
+        (top, bottom), (left, right) = framing.amounts
+        log.info("The %dx%d frames run padded to %dx%d (%s); the loss and the metrics see the "
+                 "%dx%d frames only.", h, w, h + top + bottom, w + left + right,
+                 padding.describe(), h, w)
 
 
 @contextlib.contextmanager

@@ -64,8 +64,11 @@ def normalisation_of(source) -> dict:
             "mean": source.mean.tolist(), "std": source.std.tolist()}
 
 
-def save_normalisation(workdir: pathlib.Path, source) -> None:
-    write_atomic(workdir / NORM_FILE, json.dumps(normalisation_of(source), indent=2))
+def save_normalisation(workdir: pathlib.Path, source, padding) -> None:
+    """NORM_FILE: the training data's normalisation and frame padding (`framing.Padding`), what
+    `predict` needs of the data without reading it."""
+    facts = {**normalisation_of(source), "frame_padding": padding.to_json()}
+    write_atomic(workdir / NORM_FILE, json.dumps(facts, indent=2))
 
 
 def metrics_json(metrics: dict) -> str:
@@ -102,6 +105,7 @@ def check_config(config) -> None:
     """One ValueError naming the field, for values no run can use, before anything is built."""
     optim.check(config.optim)
     data.metric_conventions(config.data)
+    data.check_frame_padding(config.data)
     for section, field, low in INT_FIELDS:
         value = config[section][field]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

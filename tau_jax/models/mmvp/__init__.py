@@ -49,6 +49,7 @@ from tau_jax import losses
 from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_predict,
                                    identity, require_fields)
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.mmvp.model import MMVP, mat_sizes
 
 NAMES = ("mmvp",)
@@ -111,12 +112,6 @@ def check_config(cfg) -> dict:
     if t < 2:
         raise ValueError(f"model.in_shape T = {t} must be >= 2: the motion matrices relate "
                          "consecutive input frames.")
-    m = 2 * math.prod(ds)
-    if h % m or w % m:
-        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by {m} (2 * the "
-                         f"product of model.downsample_setting {cfg.downsample_setting!r}): the "
-                         "pixel unshuffle, every down-sampling level and both motion-matrix "
-                         "grids must tile the frame exactly; pad or resize the frames.")
     if cfg.use_direct_predictor is not True:
         raise ValueError("model.use_direct_predictor must be True: OpenSTL's other predictor "
                          "(MatrixPredictor3DConv) only runs with T = 4 and T' = 1 there.")
@@ -131,16 +126,17 @@ def build(cfg, dtypes):
     return MMVP(**check_config(cfg), **dtypes)
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
     """MSE of the T' frames predicted in train mode against frames[:, T:], the model fed all
     T+T' frames (train_feed 'openstl', OpenSTL's training_step) or the T inputs ('inputs')."""
     del steps_per_epoch  # no schedule counted in epochs
     del key, step
     t = config.model.in_shape[0]
     feed = frames if config.model.train_feed == "openstl" else frames[:, :t]
-    pred, mutated = model.apply(variables, feed, train=True, rngs=rngs,
+    pred, mutated = model.apply(variables, framing.pad(feed), train=True, rngs=rngs,
                                 mutable=["batch_stats"])
-    return losses.mse(pred, frames[:, t:]), mutated
+    return losses.mse(framing.crop(pred), frames[:, t:]), mutated
 
 
 example_inputs = frames_example_inputs

@@ -41,6 +41,7 @@ from flax import linen as nn
 
 from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, identity, require_fields, resolve_dtype)
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.layers import chain_passes
 from tau_jax.models.phydnet.model import PhyDNet, moment_loss
 
@@ -79,9 +80,6 @@ def check_config(cfg) -> dict:
     if isinstance(p, bool) or p not in (2, 4):
         raise ValueError(f"model.patch_size must be 2 or 4 for phydnet (OpenSTL silently uses 4 "
                          f"for any other value), got {p!r}.")
-    if h % p or w % p:
-        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by model.patch_size "
-                         f"= {p}; pad or resize the frames or pick another patch size.")
     return dict(in_shape=(int(t), int(h), int(w), int(c)), out_frames=int(out), patch_size=int(p))
 
 
@@ -111,14 +109,16 @@ def model_loss(images, frames, params):
     return jnp.sum(per_step) + moment_loss(kernel).astype(dt)
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
     """The model's own loss (module docstring) of a batch of T+T' frames, train mode. The epoch is
     step // steps_per_epoch; a caller outside an epoch-counting run (benchmark, TPU plan: no
     `steps_per_epoch`) gets epoch 0's ratio 1 -- the computation is the same at every ratio."""
     epoch = 0 if steps_per_epoch is None else jnp.asarray(step) // int(steps_per_epoch)
     forced = jax.random.uniform(key, ()) < teacher_forcing_ratio(epoch)
-    images = model.apply(variables, frames, teacher_forcing=forced, train=True, rngs=rngs)
-    return model_loss(images, frames, variables["params"]), {}
+    images = model.apply(variables, framing.pad(frames), teacher_forcing=forced, train=True,
+                         rngs=rngs)
+    return model_loss(framing.crop(images), frames, variables["params"]), {}
 
 
 def predict(model, cfg, variables, inputs):

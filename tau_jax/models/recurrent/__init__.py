@@ -20,6 +20,7 @@ from flax import linen as nn
 
 from tau_jax.models import openstl_names
 from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.recurrent import e3dlstm, mau, mim, predrnnpp
 from tau_jax.models.recurrent.model import ConvLSTM, PredRNN, PredRNNv2, rollout
 from tau_jax.models.recurrent.sampling import mask_from_config, mask_length
@@ -98,10 +99,6 @@ def check_config(cfg) -> dict:
     p = cfg.patch_size
     if not isinstance(p, (int, np.integer)) or p < 1:
         raise ValueError(f"model.patch_size must be a positive int, got {p!r}.")
-    _, h, w, _ = shape
-    if h % p or w % p:
-        raise ValueError(f"model.in_shape H x W = {h} x {w} must be divisible by model.patch_size "
-                         f"= {p}; pad or resize the frames or pick another patch size.")
     k = cfg.filter_size
     if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0:
         raise ValueError(f"model.filter_size must be a positive odd int ('same' padding k//2), "
@@ -156,15 +153,22 @@ def recurrent_loss(next_frames, frames, aux=None, decouple_beta: float = 0.0, l1
     return loss
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
-    """The loss of one batch of T+T' frames with a scheduled-sampling mask drawn for `step`."""
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
+    """The loss of one batch of T+T' frames with a scheduled-sampling mask drawn for `step`;
+    frames padded by `framing`, the predictions cropped (and PredRNN-V2's decoupling term taken
+    over the patch cells that hold real pixels)."""
     del steps_per_epoch  # no schedule counted in epochs
     mc = config.model
     mask = mask_from_config(mc, key, step, frames.shape[0])
-    (next_frames, aux), mutated = model.apply(variables, frames, mask=mask, train=True, rngs=rngs,
-                                              mutable=["batch_stats"])
+    if mc.name == "predrnnv2":
+        p = int(mc.patch_size)
+        model = model.clone(band_cells=tuple((a // p, b // p) for a, b in framing.amounts))
+    (next_frames, aux), mutated = model.apply(variables, framing.pad(frames), mask=mask,
+                                              train=True, rngs=rngs, mutable=["batch_stats"])
     beta = mc.decouple_beta if mc.name == "predrnnv2" else 0.0
-    return recurrent_loss(next_frames, frames, aux, beta, l1=mc.name == "e3dlstm"), mutated
+    return recurrent_loss(framing.crop(next_frames), frames, aux, beta,
+                          l1=mc.name == "e3dlstm"), mutated
 
 
 def predict(model, cfg, variables, inputs):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from tau_jax.models.framing import crop
 from tau_jax.models.layers import chain_passes
 from tau_jax.models.recurrent.cells import (ConvLSTMCell, SpatioTemporalLSTMCell, conv_bias_free,
                                            decouple_term)
@@ -140,6 +141,9 @@ class PredRNN(RecurrentModel):
     steps); readout `conv_last` 1x1 n_last -> p*p*C, bias-free, no activation."""
 
     decouple: bool = False  # PredRNN-V2: shared 1x1 adapter and the decoupling loss
+    # ((top, bottom), (left, right)) patch cells of padding band (framing.py) that hold no real
+    # pixel: left out of the decoupling loss, so it sees the real frame only
+    band_cells: tuple = ((0, 0), (0, 0))
 
     def setup(self):
         self.cell_list = [SpatioTemporalLSTMCell(n, **self._cell_kwargs())
@@ -165,7 +169,8 @@ class PredRNN(RecurrentModel):
             if self.decouple:  # one adapter call on [delta_c; delta_m] stacked along the batch
                 dt = jnp.promote_types(delta_c.dtype, jnp.float32)
                 a_c, a_m = jnp.split(self.adapter(jnp.concatenate([delta_c, delta_m])), 2)
-                terms.append(decouple_term(a_c.astype(dt), a_m.astype(dt)))
+                a_c, a_m = (crop(a.astype(dt), self.band_cells) for a in (a_c, a_m))
+                terms.append(decouple_term(a_c, a_m))
         extras = jnp.stack(terms) if self.decouple else ()
         return hs[-1], (tuple(hs), tuple(cs), m), extras
 

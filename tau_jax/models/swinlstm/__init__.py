@@ -39,6 +39,7 @@ from tau_jax import losses
 from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, identity,
                                    require_fields)
+from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.swinlstm.model import DownSample, STconvert, UpSample, block_window
 
 Dtype = Any
@@ -233,15 +234,16 @@ def build(cfg, dtypes) -> nn.Module:
 example_inputs = frames_example_inputs
 
 
-def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None):
+def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None,
+         framing=NO_FRAMING):
     """OpenSTL's SwinLSTM loss: MSE of the T+T'-1 step outputs (train mode) against frames
     1 .. T+T'-1 of the T+T' `frames`."""
     del steps_per_epoch  # no schedule counted in epochs
     del key, step  # no sampling schedule in this family
     t = int(config.model.in_shape[0])
-    next_frames = model.apply(variables, frames[:, :t], train=True, horizon=frames.shape[1] - t,
-                              rngs=rngs)
-    return losses.mse(next_frames, frames[:, 1:]), {}
+    next_frames = model.apply(variables, framing.pad(frames[:, :t]), train=True,
+                              horizon=frames.shape[1] - t, rngs=rngs)
+    return losses.mse(framing.crop(next_frames), frames[:, 1:]), {}
 
 
 def predict(model, cfg, variables, inputs):
