@@ -81,7 +81,7 @@ def run_config(cfg) -> ml_collections.ConfigDict:
     return cfg
 
 
-def framing(cfg, padding: Padding = Padding()) -> Framing:
+def framing_of(cfg, padding: Padding = Padding()) -> Framing:
     """The padding and crop of in_shape-sized frames around every call of `build(cfg)`."""
     _, h, w, _ = check_in_shape(cfg)
     return Framing(pad_amounts((h, w), padded_size(cfg, h, w)), padding)
@@ -89,7 +89,7 @@ def framing(cfg, padding: Padding = Padding()) -> Framing:
 
 def build(cfg) -> nn.Module:
     """The Flax module for `cfg` (a ConfigDict or mapping with OpenSTL-named fields), built for
-    the padded frame size (`run_config`): call it through `framing(cfg)`."""
+    the padded frame size (`run_config`): call it through `framing_of(cfg)`."""
     cfg = run_config(cfg)
     family = family_of(cfg.name)
     require_fields(cfg, ("dtype", "param_dtype"))

@@ -25,7 +25,7 @@ def make_predict_step(model, config, mesh, padding=Padding()):
     """Jitted (variables, frames (B, T+T', ...)) -> the model's out_frames frames, float32,
     every model call on frames padded with `padding` and cropped back (as `predict`)."""
     t = config.model.in_shape[0]
-    framing = models.framing(config.model, padding)
+    framing = models.framing_of(config.model, padding)
 
     def step(variables, frames):
         return models.rollout(model, config.model, variables, frames[:, :t],

@@ -60,7 +60,7 @@ def loss_fn(model, config, params, batch_stats, frames, key, step, steps_per_epo
     rngs = {"drop_path": jax.random.fold_in(key, 0), "dropout": jax.random.fold_in(key, 1)}
     loss, mutated = models.family_of(config.model.name).loss(
         model, config, variables, frames, rngs, jax.random.fold_in(key, 2), step, steps_per_epoch,
-        models.framing(config.model, padding))
+        models.framing_of(config.model, padding))
     return loss, mutated.get("batch_stats", batch_stats)
 
 
@@ -318,7 +318,7 @@ def _loop(config, model, workdir, mesh, tx, lr_fn, shardings, state, batches, ev
 
 def log_framing(model_config, padding) -> None:
     """Say so when the frames run padded (framing.py)."""
-    framing = models.framing(model_config, padding)
+    framing = models.framing_of(model_config, padding)
     if framing.amounts != ((0, 0), (0, 0)):
         _, h, w, _ = model_config.in_shape
         (top, bottom), (left, right) = framing.amounts
