@@ -52,10 +52,16 @@ class Padding:
         return dataclasses.asdict(self)
 
     def describe(self) -> str:
+        """In words, for the log."""
+        if self.rows == self.cols:
+            return _WORDS[self.rows]
         if self.rows == "pole":
-            return (f"latitude folded across the poles, longitude {self.cols}"
-                    if self.cols != "wrap" else "longitude wrapped, latitude folded across the poles")
-        return self.rows if self.rows == self.cols else f"rows {self.rows}, columns {self.cols}"
+            return f"longitude {_WORDS[self.cols]}, latitude {_WORDS['pole']}"
+        return f"rows {_WORDS[self.rows]}, columns {_WORDS[self.cols]}"
+
+
+_WORDS = {"edge": "border replicated", "reflect": "reflected", "zeros": "zeros", "wrap": "wrapped",
+          "pole": "folded across the poles"}
 
 
 def geographic_padding(lat, lon) -> Padding:

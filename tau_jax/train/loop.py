@@ -202,11 +202,11 @@ def _train(config, model, workdir: pathlib.Path, preemption: Preemption) -> dict
             state = jax.jit(make, out_shardings=shardings)(jax.random.key(config.train.seed))
         if jax.process_index() == 0:
             save_normalisation(workdir, train_source, padding)  # what predict needs of the data
-            log_framing(config.model, padding)
             write_atomic(workdir / PARAMETERS_FILE, console.parameter_overview(state.params))
             log.info("%s", console.start_block(
                 config, state.params, mesh, train_source, eval_source, total_steps=total_steps,
                 steps_per_epoch=steps_per_epoch, start_step=int(state.step), workdir=workdir))
+            log_framing(config.model, padding)
             if int(state.step) < total_steps:
                 # the final metrics of an earlier, shorter run: not this run's until it finishes
                 (workdir / METRICS_FILE).unlink(missing_ok=True)
