@@ -16,7 +16,7 @@ from flax import linen as nn
 
 from tau_jax.models import mmvp, phydnet, predformer, recurrent, simvp, swinlstm
 from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
-from tau_jax.models.framing import Framing, Padding, pad_amounts
+from tau_jax.models.framing import EDGE, Framing, Padding, pad_amounts
 from tau_jax.models.layers import chain_passes
 
 FAMILIES: tuple[ModuleType, ...] = (simvp, recurrent, predformer, phydnet, swinlstm, mmvp)
@@ -81,7 +81,7 @@ def run_config(cfg) -> ml_collections.ConfigDict:
     return cfg
 
 
-def framing_of(cfg, padding: Padding = Padding()) -> Framing:
+def framing_of(cfg, padding: Padding = EDGE) -> Framing:
     """The padding and crop of in_shape-sized frames around every call of `build(cfg)`."""
     _, h, w, _ = check_in_shape(cfg)
     return Framing(pad_amounts((h, w), padded_size(cfg, h, w)), padding)

@@ -44,9 +44,9 @@ class Padding:
         if self.rows not in VIDEO_MODES + ("pole",) or self.cols not in VIDEO_MODES + ("wrap",):
             raise ValueError(f"unknown frame padding {self}.")
 
-    @classmethod
-    def from_json(cls, spec: dict) -> "Padding":
-        return cls(**spec)
+    @staticmethod
+    def from_json(spec: dict) -> Padding:
+        return Padding(**spec)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,12 +116,15 @@ def crop(y, amounts):
     return y[..., top:y.shape[-3] - bottom, left:y.shape[-2] - right, :]
 
 
+EDGE = Padding()  # video's default
+
+
 @dataclasses.dataclass(frozen=True)
 class Framing:
     """Padding by `amounts` with `padding` before a model call, cropping after it."""
 
     amounts: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
-    padding: Padding = Padding()
+    padding: Padding = EDGE
 
     def pad(self, x):
         return pad(x, self.amounts, self.padding)

@@ -248,7 +248,9 @@ def loss(model, config, variables, frames, rngs, key, step, steps_per_epoch=None
     t = config.model.in_shape[0]
     pred, mutated = model.apply(variables, framing.pad(frames[:, :t]), train=True, rngs=rngs,
                                 mutable=["batch_stats"])
-    return losses.tau_loss(framing.crop(pred), frames[:, t:], config.loss.alpha, config.loss.ddr_tau), mutated
+    loss = losses.tau_loss(framing.crop(pred), frames[:, t:], config.loss.alpha,
+                           config.loss.ddr_tau)
+    return loss, mutated
 
 
 example_inputs = frames_example_inputs

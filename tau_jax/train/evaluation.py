@@ -13,7 +13,7 @@ from jax.experimental import multihost_utils
 from tau_jax import data, models, visualize
 from tau_jax.data.pipeline import eval_batches
 from tau_jax.metrics import MetricAccumulator
-from tau_jax.models.framing import Padding
+from tau_jax.models.framing import EDGE
 from tau_jax.weather_metrics import WeatherBench2Metrics
 from tau_jax.train.checkpoint import abstract_like, restore_part
 from tau_jax.train.predictions import PredictionWriter
@@ -21,7 +21,7 @@ from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh, 
 from tau_jax.train.workdir import check_source_matches_model, load_config
 
 
-def make_predict_step(model, config, mesh, padding=Padding()):
+def make_predict_step(model, config, mesh, padding=EDGE):
     """Jitted (variables, frames (B, T+T', ...)) -> the model's out_frames frames, float32,
     every model call on frames padded with `padding` and cropped back (as `predict`)."""
     t = config.model.in_shape[0]

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 
 from tau_jax import data, models
 from tau_jax.data.pipeline import train_batches
-from tau_jax.models.framing import Padding
+from tau_jax.models.framing import EDGE
 from tau_jax.train import console, optim
 from tau_jax.train.evaluation import (EvaluationInterrupted, check_checkpoint_choice,
                                       evaluate_split, make_predict_step, picture_style,
@@ -51,7 +51,7 @@ from tau_jax.train.writer import MetricWriter
 log = logging.getLogger(__name__)
 
 def loss_fn(model, config, params, batch_stats, frames, key, step, steps_per_epoch=None,
-            padding=Padding()):
+            padding=EDGE):
     """Training loss of one batch (the model family's, on frames padded with `padding` to the
     size the model runs on, its terms on the real frame only) and the updated BatchNorm
     statistics; `steps_per_epoch` (None outside a training run) serves schedules counted in
@@ -92,7 +92,7 @@ def init_state(config, tx, mesh) -> tuple[TrainState, TrainState]:
 
 
 def make_train_step(model, config, tx, state_shardings, mesh, steps_per_epoch=None,
-                    padding=Padding()):
+                    padding=EDGE):
     base_key = jax.random.key(config.train.seed)
 
     def train_step(state: TrainState, frames):
