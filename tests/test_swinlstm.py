@@ -137,12 +137,11 @@ def test_weights_of_another_window_are_refused_with_their_keys():
 @pytest.mark.parametrize("name, overrides, message", [
     ("swinlstm_d", dict(in_shape=(10, 64, 32, 1)), r"model\.in_shape must have square frames"),
     ("swinlstm_b", dict(patch_size=4), r"model\.patch_size must be 2"),
-    ("swinlstm_b", dict(in_shape=(10, 6, 6, 1)), r"'swinlstm_b' cannot pad its frames \(its "
-                                                 r"Swin windows.*multiples of 4, got 6x6; use "
-                                                 r"frames of H 4 or 8 and W 4 or 8\."),
+    ("swinlstm_b", dict(in_shape=(10, 6, 6, 1)), r"H = 6 must be a multiple of 2 \* "
+                                                 r"model\.patch_size"),
     ("swinlstm_d", dict(in_shape=(10, 12, 12, 1), depths_downsample=(2, 2, 2),
                         depths_upsample=(2, 2, 2), num_heads=(1, 1, 1)),
-     r"multiples of 16, got 12x12"),
+     r"H / patch_size = 6 must be divisible by 2\^3"),
     ("swinlstm_d", dict(depths_upsample=(2,)), r"model\.depths_upsample \(1 levels\) and "
                                                r"model\.num_heads \(2\)"),
     ("swinlstm_d", dict(num_heads=(3, 8)), r"model\.num_heads: 3 heads do not divide a "

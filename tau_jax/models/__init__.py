@@ -40,25 +40,37 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     return family_of(name).model_config(name)
 
 
-def padded_size(cfg, h: int, w: int) -> tuple[int, int]:
-    """The smallest frame size >= (h, w) the model of `cfg` runs on: multiples of its family's
-    `frame_rule`; for a model whose parameters fix the grid, the padded in_shape, which takes
-    frames no larger than in_shape's (ValueError naming the sizes it takes otherwise)."""
+def _frame_rule(cfg) -> tuple[int, str | None]:
+    """The family's `frame_rule`; (1, None) when a field it reads is invalid (the family's build
+    names that field)."""
     try:
         m, fixed = family_of(cfg.name).frame_rule(cfg)
-        m = int(m)
+        return max(int(m), 1), fixed
     except (TypeError, ValueError, KeyError, AttributeError):
-        m, fixed = 1, None  # a field the rule cannot read: the family's build names it
-    m = max(m, 1)
-    up = lambda v: -(-int(v) // m) * m  # noqa: E731
-    if fixed is None:
-        return up(h), up(w)
+        return 1, None
+
+
+def check_fixed_grid(cfg) -> None:
+    """A model whose parameters fix the grid cannot pad around its calls: its in_shape must be
+    a multiple of its rule (one sentence naming the sizes it takes)."""
+    m, fixed = _frame_rule(cfg)
     _, h0, w0, _ = check_in_shape(cfg)
-    if h0 % m or w0 % m:
-        near = lambda v: f"{v // m * m} or {up(v)}" if v % m else str(v)  # noqa: E731
+    if fixed is not None and (h0 % m or w0 % m):
+        near = lambda v: f"{v // m * m} or {-(-v // m) * m}" if v > m else str(m)  # noqa: E731
         raise ValueError(f"model {cfg.name!r} cannot pad its frames ({fixed}): model.in_shape's "
                          f"H and W must be multiples of {m}, got {h0}x{w0}; use frames of "
-                         f"H {near(h0)} and W {near(w0)}.")
+                         f"H {near(h0) if h0 % m else h0} and W {near(w0) if w0 % m else w0}.")
+
+
+def padded_size(cfg, h: int, w: int) -> tuple[int, int]:
+    """The smallest frame size >= (h, w) the model of `cfg` runs on: multiples of its family's
+    `frame_rule`; for a model whose parameters fix the grid, in_shape's, which takes frames no
+    larger than that (ValueError naming the sizes it takes otherwise)."""
+    m, fixed = _frame_rule(cfg)
+    if fixed is None:
+        return -(-int(h) // m) * m, -(-int(w) // m) * m
+    check_fixed_grid(cfg)
+    _, h0, w0, _ = check_in_shape(cfg)
     if h <= h0 and w <= w0:
         return h0, w0
     raise ValueError(f"model {cfg.name!r} takes only {h0}x{w0} frames (model.in_shape; {fixed}) "
@@ -67,12 +79,15 @@ def padded_size(cfg, h: int, w: int) -> tuple[int, int]:
 
 
 def run_config(cfg) -> ml_collections.ConfigDict:
-    """`cfg` with in_shape's H x W padded to the size the model runs on (`padded_size`)."""
+    """`cfg` with in_shape's H x W padded to the size the model runs on (`padded_size`); a
+    model whose parameters fix the grid runs on in_shape as it is."""
     if not isinstance(cfg, ml_collections.ConfigDict):
         cfg = ml_collections.ConfigDict(dict(cfg))
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name', one of {names()}.")
     t, h, w, c = check_in_shape(cfg)
+    if _frame_rule(cfg)[1] is not None:
+        return cfg
     size = padded_size(cfg, h, w)
     if size == (h, w):
         return cfg
@@ -89,13 +104,16 @@ def framing_of(cfg, padding: Padding = EDGE) -> Framing:
 
 def build(cfg) -> nn.Module:
     """The Flax module for `cfg` (a ConfigDict or mapping with OpenSTL-named fields), built for
-    the padded frame size (`run_config`): call it through `framing_of(cfg)`."""
+    the padded frame size (`run_config`): call it through `framing_of(cfg)`. The family's own
+    field checks come first, then the grid of a model that cannot pad."""
     cfg = run_config(cfg)
     family = family_of(cfg.name)
     require_fields(cfg, ("dtype", "param_dtype"))
     dtypes = dict(dtype=resolve_dtype(cfg.dtype, "dtype"),
                   param_dtype=resolve_dtype(cfg.param_dtype, "param_dtype"))
-    return family.build(cfg, dtypes)
+    module = family.build(cfg, dtypes)
+    check_fixed_grid(cfg)
+    return module
 
 
 def example_inputs(cfg) -> dict:
