@@ -173,9 +173,12 @@ def test_rollout_follows_openstl(out_frames, tiny_variables):
 
 
 def test_depthwise_formulations_agree_with_gradients():
+    """The taps form's written-out gradients (layers._taps_backward) equal XLA's of the grouped
+    convolution: 'same', 'valid' and over-padded geometries, dilations, a non-square kernel."""
     x = jax.random.normal(jax.random.key(0), (2, 11, 13, 6))
-    for k, dilation, pad in [(3, 1, 1), (5, 1, 2), (7, 3, 9)]:
-        kernel = jax.random.normal(jax.random.key(k), (k, k, 1, 6))
+    for kh, kw, dilation, pad in [(3, 3, 1, 1), (5, 5, 1, 2), (7, 7, 3, 9), (3, 5, 2, 1),
+                                  (3, 3, 1, 0), (5, 5, 2, 6)]:
+        kernel = jax.random.normal(jax.random.key(kh + kw), (kh, kw, 1, 6))
 
         def loss(fn, x, kernel):  # noqa: B023 (uses this iteration's geometry)
             return jnp.sum(jnp.sin(fn(x, kernel, dilation, pad)))
