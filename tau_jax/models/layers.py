@@ -53,14 +53,6 @@ def torch_default_conv(features: int, kernel_size: Sequence[int], in_features: i
                 **kwargs)
 
 
-def silu(x):
-    """x * sigmoid(x) with the sigmoid as (1 + tanh(x / 2)) / 2: the same function, but XLA:CPU
-    fuses tanh's polynomial into the GroupNorm before it where the logistic's exp and divide are
-    slow there (SimVP's encoder / decoder; quickstart train step about 4% faster, measured in
-    alternating runs)."""
-    return x * (0.5 + 0.5 * jnp.tanh(0.5 * x))
-
-
 # ----------------------------------------------------------------------------------------------
 # Depthwise convolution with two interchangeable formulations
 # ----------------------------------------------------------------------------------------------
@@ -90,67 +82,25 @@ def depthwise_conv_lax(x, kernel, dilation: int, padding: int):
         feature_group_count=x.shape[-1])
 
 
-def _shift_and_sum(x, kernel, dilation: int, pad_h: int, pad_w: int):
-    """sum over taps (i, j) of the padded input shifted by (i, j) * dilation, scaled per channel
-    by kernel[i, j, 0] (a negative padding crops)."""
-    kh, kw = kernel.shape[:2]
-    xp = _pad_hw(x, pad_h, pad_w)
-    out_h = xp.shape[1] - dilation * (kh - 1)
-    out_w = xp.shape[2] - dilation * (kw - 1)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, i * dilation:i * dilation + out_h, j * dilation:j * dilation + out_w, :]
-            term = window * kernel[i, j, 0]
-            out = term if out is None else out + term
-    return out
-
-
-def _pad_hw(x, pad_h: int, pad_w: int):
-    zero = jnp.zeros((), x.dtype)
-    return jax.lax.pad(x, zero, ((0, 0, 0), (pad_h, pad_h, 0), (pad_w, pad_w, 0), (0, 0, 0)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def depthwise_conv_taps(x, kernel, dilation: int, padding: int):
     """Depthwise conv as a sum of k*k shifted, per-channel-scaled copies of the padded input.
 
     XLA lowers grouped (and especially dilated grouped) convolutions poorly on some backends; this
-    form is plain element-wise work that fuses into one loop. Its gradients are written out
-    (`_taps_backward`) rather than left to autodiff, which pads the output gradient once per tap
-    and reduces each tap's kernel gradient separately over (B, H, W) -- XLA:CPU's slow column
-    reductions: 19 ms against 4.4 ms for the 7x7-dilation-3 convolution of the quickstart's
-    translator at batch 16 (experiments/depthwise_bench.py).
+    form is plain element-wise work that fuses into one loop and has a cheap backward pass.
     """
-    return _shift_and_sum(x, kernel, dilation, padding, padding)
-
-
-def _taps_forward(x, kernel, dilation, padding):
-    return _shift_and_sum(x, kernel, dilation, padding, padding), (x, kernel)
-
-
-def _taps_backward(dilation, padding, residuals, g):
-    """Input gradient: the same shift-and-sum of the output gradient with the flipped kernel
-    (padding d(k-1) - p). Kernel gradient: for each kernel row i, one batched matmul over the
-    channels of the row-shifted padded input with the output gradient, contracting (B, H): a
-    (Wp, W) correlation matrix per channel, whose diagonals j*dilation below the main one are
-    the taps (i, j)."""
-    x, kernel = residuals
     kh, kw = kernel.shape[:2]
-    dx = _shift_and_sum(g, kernel[::-1, ::-1], dilation, dilation * (kh - 1) - padding,
-                        dilation * (kw - 1) - padding)
-    out_h = g.shape[1]
-    xp = _pad_hw(x, padding, padding)
-    rows = jnp.stack([xp[:, i * dilation:i * dilation + out_h] for i in range(kh)])
-    corr = jnp.einsum("ibhpc,bhwc->cipw", rows, g,
-                      preferred_element_type=jnp.promote_types(g.dtype, jnp.float32))
-    taps = jnp.stack([jnp.trace(corr, offset=-j * dilation, axis1=2, axis2=3)
-                      for j in range(kw)], -1)  # (C, kh, kw)
-    dk = jnp.transpose(taps, (1, 2, 0))[:, :, None, :]
-    return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-depthwise_conv_taps.defvjp(_taps_forward, _taps_backward)
+    h, w = x.shape[1], x.shape[2]
+    out_h = h + 2 * padding - dilation * (kh - 1)
+    out_w = w + 2 * padding - dilation * (kw - 1)
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    taps = kernel[:, :, 0, :]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, i * dilation:i * dilation + out_h, j * dilation:j * dilation + out_w, :]
+            term = window * taps[i, j]
+            out = term if out is None else out + term
+    return out
 
 
 class DepthwiseConv(nn.Module):

@@ -27,7 +27,7 @@ from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
 from tau_jax.models.framing import NONE as NO_FRAMING
-from tau_jax.models.layers import DW_IMPLS, checked_roll_out, silu
+from tau_jax.models.layers import DW_IMPLS, checked_roll_out
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
 
@@ -72,7 +72,7 @@ class ConvSC(nn.Module):
             x = depth_to_space(x, 2)
         x = nn.GroupNorm(num_groups=2, epsilon=1e-5, dtype=self.dtype,
                          param_dtype=self.param_dtype, name="norm")(x)
-        return silu(x)
+        return nn.silu(x)
 
 
 class Encoder(nn.Module):
