@@ -14,8 +14,10 @@ from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.layers import (conv_plain_grads, depthwise_conv_lax, depthwise_conv_taps,
-                                   drop_path_rates)
+from tau_jax.models.layers import (GroupNormSiLU, conv_plain_grads, conv_stride2_by_backend,
+                                   conv_stride2_grads, depthwise_conv_lax, depthwise_conv_taps,
+                                   drop_path_rates, gelu)
+from tau_jax.models.simvp import depth_to_space
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
@@ -191,6 +193,83 @@ def test_depthwise_formulations_agree_with_gradients():
             g_taps, g_lax = grads(depthwise_conv_taps), grads(depthwise_conv_lax)
         for a, b in zip(g_taps, g_lax):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_group_norm_silu_equals_flax_with_gradients(blocks):
+    """The written-out GroupNorm + SiLU (layers.group_norm_silu) against flax's modules: values
+    and gradients of input, scale and bias; with blocks = 4 on a sub-pixel convolution's output
+    before the pixel shuffle, against normalising after it (SimVP's upsampling layers)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 5, 6, 8 * blocks)), jnp.float32)
+    params = {"scale": jnp.asarray(rng.normal(1.0, 0.3, 8), jnp.float32),
+              "bias": jnp.asarray(rng.normal(0.0, 0.3, 8), jnp.float32)}
+    shuffle = (lambda v: depth_to_space(v, 2)) if blocks > 1 else (lambda v: v)
+    weights = jnp.asarray(rng.normal(size=shuffle(x).shape), jnp.float32)
+
+    def ours(p, x):
+        return shuffle(GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": p}, x))
+
+    def flax_modules(p, x):
+        return nn.silu(nn.GroupNorm(num_groups=2, epsilon=1e-5).apply({"params": p}, shuffle(x)))
+
+    np.testing.assert_allclose(ours(params, x), flax_modules(params, x), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x)) * weights), (0, 1))(params, x)  # noqa: B023
+             for f in (ours, flax_modules)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    low = GroupNormSiLU(num_groups=2, blocks=blocks, dtype=jnp.bfloat16).apply(
+        {"params": params}, x.astype(jnp.bfloat16))
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_allclose(shuffle(low).astype(jnp.float32), flax_modules(params, x),
+                               atol=0.05)
+    with pytest.raises(ValueError, match="12 channels do not split into 4 blocks"):
+        GroupNormSiLU(num_groups=2, blocks=4).init(jax.random.key(0), x[..., :12])
+
+
+@pytest.mark.parametrize("size, kernel, pad", [((8, 8), 3, 1), ((6, 10), 5, 2), ((8, 4), 4, 1),
+                                                ((6, 6), 1, 0), ((8, 8), 7, 3)])
+def test_stride2_conv_gradients_equal_lax(size, kernel, pad):
+    """The stride-2 convolution whose input gradient goes through its space-to-depth form
+    (layers.conv_stride2_grads): values and gradients equal lax's for every kernel size and
+    'same'-style padding it is used with."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)) * 0.3, jnp.float32)
+    padding = ((pad, pad), (pad, pad))
+
+    def loss(conv, x, w):
+        return jnp.sum(jnp.sin(conv(x, w)))
+
+    lax_conv = lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = jax.value_and_grad(functools.partial(
+        loss, lambda x, w: conv_stride2_grads(x, w, padding)), (0, 1))(x, w)
+    want = jax.value_and_grad(functools.partial(loss, lax_conv), (0, 1))(x, w)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_stride2_conv_falls_back_to_lax_without_a_space_to_depth_form():
+    """An odd input side has no space-to-depth form: the lax convolution runs instead, same
+    values."""
+    x = jax.random.normal(jax.random.key(0), (1, 7, 8, 2))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 2, 2))
+    args = ((2, 2), ((1, 1), (1, 1)))
+    nhwc = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = lambda x, w: conv_stride2_by_backend(x, w, *args, **nhwc)
+    assert "custom_vjp" not in str(jax.make_jaxpr(conv)(x, w))
+    assert "custom_vjp" in str(jax.make_jaxpr(conv)(x[:, :6], w))
+    np.testing.assert_allclose(conv(x, w), jax.lax.conv_general_dilated(x, w, *args, **nhwc),
+                               rtol=1e-6)
+
+
+def test_gelu_is_pytorchs_exact_form():
+    """x (1 + erf(x / sqrt 2)) / 2, PyTorch's GELU, within float32 rounding of the erfc form."""
+    x = jnp.linspace(-8.0, 8.0, 4001)
+    np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+    assert gelu(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def _lax_conv(x, w, padding):

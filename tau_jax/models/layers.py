@@ -82,25 +82,70 @@ def depthwise_conv_lax(x, kernel, dilation: int, padding: int):
         feature_group_count=x.shape[-1])
 
 
-def depthwise_conv_taps(x, kernel, dilation: int, padding: int):
-    """Depthwise conv as a sum of k*k shifted, per-channel-scaled copies of the padded input.
-
-    XLA lowers grouped (and especially dilated grouped) convolutions poorly on some backends; this
-    form is plain element-wise work that fuses into one loop and has a cheap backward pass.
-    """
+def _shift_and_sum(x, kernel, dilation: int, pad_h: int, pad_w: int):
+    """sum over taps (i, j) of the padded input shifted by (i, j) * dilation, scaled per channel
+    by kernel[i, j, 0] (a negative padding crops)."""
     kh, kw = kernel.shape[:2]
-    h, w = x.shape[1], x.shape[2]
-    out_h = h + 2 * padding - dilation * (kh - 1)
-    out_w = w + 2 * padding - dilation * (kw - 1)
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    taps = kernel[:, :, 0, :]
+    xp = _pad_hw(x, pad_h, pad_w)
+    out_h = xp.shape[1] - dilation * (kh - 1)
+    out_w = xp.shape[2] - dilation * (kw - 1)
     out = None
     for i in range(kh):
         for j in range(kw):
             window = xp[:, i * dilation:i * dilation + out_h, j * dilation:j * dilation + out_w, :]
-            term = window * taps[i, j]
+            term = window * kernel[i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+def _pad_hw(x, pad_h: int, pad_w: int):
+    zero = jnp.zeros((), x.dtype)
+    return jax.lax.pad(x, zero, ((0, 0, 0), (pad_h, pad_h, 0), (pad_w, pad_w, 0), (0, 0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_conv_taps(x, kernel, dilation: int, padding: int):
+    """Depthwise conv as a sum of k*k shifted, per-channel-scaled copies of the padded input.
+
+    XLA lowers grouped (and especially dilated grouped) convolutions poorly on some backends; this
+    form is plain element-wise work that fuses into one loop. Its gradients are written out
+    (`_taps_backward`) rather than left to autodiff, which pads the output gradient once per tap
+    and reduces each tap's kernel gradient separately over (B, H, W) -- XLA:CPU's slow column
+    reductions: 19 ms against 4.4 ms for the 7x7-dilation-3 convolution of the quickstart's
+    translator at batch 16 (experiments/depthwise_bench.py).
+    """
+    return _shift_and_sum(x, kernel, dilation, padding, padding)
+
+
+def _taps_forward(x, kernel, dilation, padding):
+    return _shift_and_sum(x, kernel, dilation, padding, padding), (x, kernel)
+
+
+def _taps_backward(dilation, padding, residuals, g):
+    """Input gradient: the same shift-and-sum of the output gradient with the flipped kernel
+    (padding d(k-1) - p). Kernel gradient: with the channels made the leading axis once, for each
+    kernel row i one batched matmul over the channels of the row-shifted input (zero-padded in
+    height only) with the output gradient, contracting (B, H): a (W, W) correlation matrix per
+    channel whose diagonal p - j*dilation is the tap (i, j) (zero padding adds nothing to it)."""
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    dx = _shift_and_sum(g, kernel[::-1, ::-1], dilation, dilation * (kh - 1) - padding,
+                        dilation * (kw - 1) - padding)
+    out_h = g.shape[1]
+    channels_first = (3, 0, 1, 2)
+    xt = jnp.pad(jnp.transpose(x, channels_first), ((0, 0), (0, 0), (padding, padding), (0, 0)))
+    gt = jnp.transpose(g, channels_first)
+    accumulate = jnp.promote_types(g.dtype, jnp.float32)
+    corr = jnp.stack([jnp.einsum("cbhv,cbhw->cvw", xt[:, :, i * dilation:i * dilation + out_h],
+                                 gt, preferred_element_type=accumulate)
+                      for i in range(kh)], 1)  # (C, kh, W, W)
+    taps = jnp.stack([jnp.trace(corr, offset=padding - j * dilation, axis1=2, axis2=3)
+                      for j in range(kw)], -1)  # (C, kh, kw)
+    dk = jnp.transpose(taps, (1, 2, 0))[:, :, None, :]
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+depthwise_conv_taps.defvjp(_taps_forward, _taps_backward)
 
 
 class DepthwiseConv(nn.Module):
@@ -177,6 +222,102 @@ def _conv_bwd(padding, residuals, dy):
 conv_plain_grads.defvjp(_conv_fwd, _conv_bwd)
 
 
+def _s2d_geometry(size: int, k: int, padding: tuple[int, int]):
+    """For one spatial axis of a stride-2 convolution (kernel k, padding (lo, hi)) over an
+    even `size`: the kernel's (front, back) zero padding and the stride-1 padding (lo, hi) of
+    the equivalent convolution on the 2x2 space-to-depth input, or None where it has no such
+    form (an odd size, or an output other than size / 2)."""
+    lo, hi = padding
+    if size % 2 or lo != hi or (size + lo + hi - k) // 2 + 1 != size // 2:
+        return None
+    front = lo % 2
+    taps = -(-(k + front) // 2)  # kernel side on the half-resolution grid
+    before = (front + lo) // 2
+    after = taps - 1 - before
+    if after < 0:
+        return None
+    return (front, 2 * taps - k - front), (before, after)
+
+
+def _space_to_depth(x):
+    """(N, H, W, C) -> (N, H/2, W/2, 4C), channel (p * 2 + q) * C + c holding x[2i + p, 2j + q, c]."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(
+        n, h // 2, w // 2, 4 * c)
+
+
+def _stride2_as_stride1(x, kernel, geometry):
+    """The stride-2 convolution of `x` rewritten as a stride-1 one on its space-to-depth: kernel
+    row a = 2 * di + p - front reads the half-resolution row offset di, sub-row p."""
+    (kernel_h, pad_h), (kernel_w, pad_w) = geometry
+    kh, kw, cin, cout = np.add(kernel.shape, (sum(kernel_h), sum(kernel_w), 0, 0))
+    k2 = jnp.pad(kernel, (kernel_h, kernel_w, (0, 0), (0, 0)))
+    k2 = k2.reshape(kh // 2, 2, kw // 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    return jax.lax.conv_general_dilated(_space_to_depth(x), k2.reshape(kh // 2, kw // 2, 4 * cin,
+                                                                        cout),
+                                        (1, 1), (pad_h, pad_w),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_stride2_grads(x, kernel, padding: tuple):
+    """Stride-2 NHWC x HWIO convolution (as `lax.conv_general_dilated`) whose input gradient is
+    that of the same convolution written as a stride-1 one on x's 2x2 space-to-depth: XLA:CPU
+    computes a strided convolution's input gradient by dilating the output gradient, a form its
+    YNNPACK kernels do not take (28 ms against 3 ms for SimVP's first downsampling layer in the
+    quickstart's train step at batch 16). Forward pass and kernel gradient stay XLA's (faster
+    in their own form). Call it only where `_s2d_geometry` has a form for both axes."""
+    return _conv_stride2(x, kernel, padding)
+
+
+def _conv_stride2(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_stride2_fwd(x, kernel, padding):
+    return _conv_stride2(x, kernel, padding), (x, kernel)
+
+
+def _conv_stride2_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    geometry = tuple(_s2d_geometry(size, k, pad)
+                     for size, k, pad in zip(x.shape[1:3], kernel.shape[:2], padding))
+    _, input_vjp = jax.vjp(lambda v: _stride2_as_stride1(v, kernel, geometry), x)
+    _, kernel_vjp = jax.vjp(lambda k: _conv_stride2(x, k, padding), kernel)
+    return input_vjp(dy)[0], kernel_vjp(dy)[0]
+
+
+conv_stride2_grads.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
+
+
+def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
+    """Whether `dimension_numbers` say NHWC input, HWIO kernel, NHWC output (flax's)."""
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    return (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, nhwc))
+
+
+def conv_stride2_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                            rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                            precision=None):
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: on CPU,
+    2-D NHWC stride-2 convolutions with a space-to-depth form go through `conv_stride2_grads`;
+    everything else, and every convolution on GPU/TPU, through lax."""
+    pads = None if isinstance(padding, str) else tuple(tuple(int(v) for v in p) for p in padding)
+    special = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+               and _is_nhwc(lhs, rhs, dimension_numbers)
+               and precision is None and pads is not None and tuple(window_strides) == (2, 2)
+               and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
+               and all(_s2d_geometry(size, k, pad) is not None
+                       for size, k, pad in zip(lhs.shape[1:3], rhs.shape[:2], pads)))
+    if not special:
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count,
+                                            precision=precision)
+    return conv_stride2_grads(lhs, rhs, pads)
+
+
 def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                   rhs_dilation=None, dimension_numbers=None,
                                   feature_group_count=1, precision=None):
@@ -199,6 +340,103 @@ def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilat
 # ----------------------------------------------------------------------------------------------
 # Normalisation, stochastic depth
 # ----------------------------------------------------------------------------------------------
+
+def _group_sums(v, groups: int, blocks: int):
+    """(B, G) sums over everything but the batch axis of channels-last `v`, whose channels are
+    `blocks` stacked copies of C channels in `groups` contiguous groups: per-channel sums first
+    (the reduction XLA:CPU does fast), then the blocks and groups."""
+    per_channel = jnp.sum(v, axis=tuple(range(1, v.ndim - 1)))
+    return per_channel.reshape(v.shape[0], blocks, groups, -1).sum((1, 3))
+
+
+def _per_channel(v, like, blocks: int):
+    """(B, G) -> (B, 1, ..., 1, blocks * C), broadcastable against `like`."""
+    b, c = like.shape[0], like.shape[-1]
+    per_group = jnp.repeat(v, c // (blocks * v.shape[1]), axis=-1)
+    return jnp.tile(per_group, (1, blocks)).reshape((b,) + (1,) * (like.ndim - 2) + (c,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def group_norm_silu(x, scale, bias, groups: int, epsilon: float, blocks: int = 1):
+    """SiLU(GroupNorm(x)) over channels-last `x`: statistics per sample and channel group in
+    float32, variance as E[x^2] - E[x]^2 (flax's GroupNorm, `use_fast_variance`), result in
+    x's dtype. With `blocks` > 1 the channels of `x` are that many stacked copies of the
+    `scale.size` normalised ones (a sub-pixel convolution's output before its pixel shuffle,
+    which commutes with this function).
+
+    Written out, gradients included, because left to autodiff XLA:CPU saves the normalised and
+    activated maps for the backward pass and reduces them in several separate passes: 12 ms
+    against 23 for SimVP's full-resolution layer at the quickstart's batch 16. Only `x` is kept
+    for the backward pass, which recomputes the rest in the loops it needs anyway.
+    """
+    return _gn_silu_forward(x, scale, bias, groups, epsilon, blocks)[0]
+
+
+def _gn_silu_forward(x, scale, bias, groups, epsilon, blocks):
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    n = xf.size // (xf.shape[0] * groups)
+    mean = _group_sums(xf, groups, blocks) / n
+    var = jnp.maximum(_group_sums(xf * xf, groups, blocks) / n - mean * mean, 0.0)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    mul = _per_channel(rstd, xf, blocks) * jnp.tile(scale, blocks)
+    z = xf * mul + (jnp.tile(bias, blocks) - _per_channel(mean, xf, blocks) * mul)
+    return (z * jax.nn.sigmoid(z)).astype(x.dtype), (x, scale, bias, mean, rstd)
+
+
+def _gn_silu_backward(groups, epsilon, blocks, residuals, dy):
+    del epsilon  # folded into rstd
+    x, scale, bias, mean, rstd = residuals
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    b, n = xf.shape[0], xf.size // (xf.shape[0] * groups)
+    scales = jnp.tile(scale, blocks)
+    xhat = (xf - _per_channel(mean, xf, blocks)) * _per_channel(rstd, xf, blocks)
+    z = xhat * scales + jnp.tile(bias, blocks)
+    s = jax.nn.sigmoid(z)
+    dz = dy.astype(xf.dtype) * (s * (1.0 + z * (1.0 - s)))
+    axes = tuple(range(1, x.ndim - 1))
+    # The parameter gradients sum these (B, C) sums over the batch: the barrier keeps XLA from
+    # merging that into a second full-size reduction.
+    dz_sum, dz_xhat_sum = jax.lax.optimization_barrier(
+        (jnp.sum(dz, axis=axes), jnp.sum(dz * xhat, axis=axes)))
+
+    def group_mean(per_channel):
+        return (per_channel * scales).reshape(b, blocks, groups, -1).sum((1, 3)) / n
+
+    dx = _per_channel(rstd, xf, blocks) * (
+        dz * scales - _per_channel(group_mean(dz_sum), xf, blocks)
+        - xhat * _per_channel(group_mean(dz_xhat_sum), xf, blocks))
+
+    def parameter_grad(per_channel, like):
+        return per_channel.sum(0).reshape(blocks, -1).sum(0).astype(like.dtype)
+
+    return dx.astype(x.dtype), parameter_grad(dz_xhat_sum, scale), parameter_grad(dz_sum, bias)
+
+
+group_norm_silu.defvjp(_gn_silu_forward, _gn_silu_backward)
+
+
+class GroupNormSiLU(nn.Module):
+    """`nn.silu(nn.GroupNorm(num_groups, epsilon)(x))` with the same parameters (`scale`, `bias`)
+    and values, computed by `group_norm_silu`; with `blocks` > 1, of a sub-pixel convolution's
+    output before its pixel shuffle (channels: `blocks` stacked copies of the normalised ones)."""
+
+    num_groups: int
+    epsilon: float = 1e-5
+    blocks: int = 1
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels, rest = divmod(x.shape[-1], self.blocks)
+        if rest or channels % self.num_groups:
+            raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into "
+                             f"{self.blocks} blocks of {self.num_groups} groups.")
+        scale = self.param("scale", nn.initializers.ones, (channels,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (channels,), self.param_dtype)
+        y = group_norm_silu(x, scale, bias, self.num_groups, self.epsilon, self.blocks)
+        return y.astype(self.dtype or x.dtype)
+
 
 class BatchNorm(nn.Module):
     """BatchNorm2d with PyTorch's semantics over all axes but the last.
@@ -276,8 +514,10 @@ class DropPath(nn.Module):
 
 
 def gelu(x):
-    """Exact (erf) GELU, PyTorch's default; flax's `nn.gelu` defaults to the tanh form."""
-    return nn.gelu(x, approximate=False)
+    """Exact GELU as PyTorch writes it, x * (1 + erf(x / sqrt 2)) / 2 (flax's `nn.gelu` defaults
+    to the tanh form, and its exact form goes through erfc, whose branches cost XLA:CPU about 4x
+    the time of erf's polynomial: a third of the quickstart translator's forward pass)."""
+    return x * (jax.lax.erf(x * np.float32(1 / math.sqrt(2))).astype(x.dtype) + 1) / 2
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
 from tau_jax.models.framing import NONE as NO_FRAMING
-from tau_jax.models.layers import DW_IMPLS, checked_roll_out
+from tau_jax.models.layers import (DW_IMPLS, GroupNormSiLU, checked_roll_out,
+                                   conv_stride2_by_backend)
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
 
@@ -64,15 +65,16 @@ class ConvSC(nn.Module):
         stride = 2 if self.downsample else 1
         k = self.kernel_size
         pad = (k - stride + 1) // 2
-        features = self.features * 4 if self.upsample else self.features
-        x = nn.Conv(features, (k, k), strides=stride, padding=((pad, pad), (pad, pad)),
-                    kernel_init=nn.initializers.normal(0.02), bias_init=nn.initializers.zeros,
+        blocks = 4 if self.upsample else 1
+        x = nn.Conv(self.features * blocks, (k, k), strides=stride,
+                    padding=((pad, pad), (pad, pad)), kernel_init=nn.initializers.normal(0.02),
+                    bias_init=nn.initializers.zeros, conv_general_dilated=conv_stride2_by_backend,
                     dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
-        if self.upsample:
-            x = depth_to_space(x, 2)
-        x = nn.GroupNorm(num_groups=2, epsilon=1e-5, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="norm")(x)
-        return nn.silu(x)
+        # Normalising before the pixel shuffle is the same function (the shuffle only moves
+        # values within a sample and channel group) over a contiguous layout.
+        x = GroupNormSiLU(num_groups=2, epsilon=1e-5, blocks=blocks, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="norm")(x)
+        return depth_to_space(x, 2) if self.upsample else x
 
 
 class Encoder(nn.Module):
