@@ -14,9 +14,9 @@ from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.layers import (GroupNormSiLU, conv_plain_grads, conv_stride2_by_backend,
-                                   conv_stride2_grads, depthwise_conv_lax, depthwise_conv_taps,
-                                   drop_path_rates, gelu)
+from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads,
+                                   conv_stride2_by_backend, conv_stride2_grads, depthwise_conv_lax,
+                                   depthwise_conv_taps, drop_path_rates, gelu)
 from tau_jax.models.simvp import depth_to_space
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
@@ -197,35 +197,56 @@ def test_depthwise_formulations_agree_with_gradients():
 
 @pytest.mark.parametrize("blocks", [1, 4])
 def test_group_norm_silu_equals_flax_with_gradients(blocks):
-    """The written-out GroupNorm + SiLU (layers.group_norm_silu) against flax's modules: values
-    and gradients of input, scale and bias; with blocks = 4 on a sub-pixel convolution's output
-    before the pixel shuffle, against normalising after it (SimVP's upsampling layers)."""
+    """The written-out GroupNorm + SiLU of x + shift (layers.group_norm_silu, the shift being
+    the convolution bias it folds in) against flax's modules: values and gradients of input,
+    shift, scale and bias; with blocks = 4 on a sub-pixel convolution's output before the pixel
+    shuffle, against normalising after it (SimVP's upsampling layers)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 5, 6, 8 * blocks)), jnp.float32)
+    shift = jnp.asarray(rng.normal(0.5, 1.0, 8 * blocks), jnp.float32)
     params = {"scale": jnp.asarray(rng.normal(1.0, 0.3, 8), jnp.float32),
               "bias": jnp.asarray(rng.normal(0.0, 0.3, 8), jnp.float32)}
     shuffle = (lambda v: depth_to_space(v, 2)) if blocks > 1 else (lambda v: v)
     weights = jnp.asarray(rng.normal(size=shuffle(x).shape), jnp.float32)
 
-    def ours(p, x):
-        return shuffle(GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": p}, x))
+    def ours(p, x, shift):
+        return shuffle(GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": p}, x, shift))
 
-    def flax_modules(p, x):
-        return nn.silu(nn.GroupNorm(num_groups=2, epsilon=1e-5).apply({"params": p}, shuffle(x)))
+    def flax_modules(p, x, shift):
+        return nn.silu(nn.GroupNorm(num_groups=2, epsilon=1e-5).apply({"params": p},
+                                                                      shuffle(x + shift)))
 
-    np.testing.assert_allclose(ours(params, x), flax_modules(params, x), rtol=1e-5, atol=1e-5)
-    grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x)) * weights), (0, 1))(params, x)  # noqa: B023
-             for f in (ours, flax_modules)]
+    np.testing.assert_allclose(ours(params, x, shift), flax_modules(params, x, shift),
+                               rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a)) * weights), (0, 1, 2))(  # noqa: B023
+        params, x, shift) for f in (ours, flax_modules)]
     for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    no_shift = GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": params}, x)
+    np.testing.assert_allclose(shuffle(no_shift), flax_modules(params, x, 0.0), rtol=1e-5,
+                               atol=1e-5)
     low = GroupNormSiLU(num_groups=2, blocks=blocks, dtype=jnp.bfloat16).apply(
-        {"params": params}, x.astype(jnp.bfloat16))
+        {"params": params}, x.astype(jnp.bfloat16), shift)
     assert low.dtype == jnp.bfloat16
-    np.testing.assert_allclose(shuffle(low).astype(jnp.float32), flax_modules(params, x),
+    np.testing.assert_allclose(shuffle(low).astype(jnp.float32), flax_modules(params, x, shift),
                                atol=0.05)
     bad = 7 if blocks == 1 else 12  # not 2 groups, not 4 blocks of 2 groups
     with pytest.raises(ValueError, match=f"{bad} channels do not split into {blocks} blocks"):
         GroupNormSiLU(num_groups=2, blocks=blocks).init(jax.random.key(0), x[..., :bad])
+
+
+def test_conv_apart_bias_is_flax_conv():
+    """ConvApartBias: nn.Conv's parameters (same init from the same key) and values, the bias
+    returned apart."""
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    kw = dict(kernel_size=(3, 3), strides=2, padding=((1, 1), (1, 1)),
+              kernel_init=nn.initializers.normal(0.02),
+              bias_init=nn.initializers.normal(0.5))
+    flax_conv, ours = nn.Conv(4, **kw), ConvApartBias(4, **kw)
+    params = flax_conv.init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, ours.init(jax.random.key(1), x)))
+    y, bias = ours.apply(params, x)
+    np.testing.assert_allclose(y + bias, flax_conv.apply(params, x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("size, kernel, pad", [((8, 8), 3, 1), ((6, 10), 5, 2), ((8, 4), 4, 1),

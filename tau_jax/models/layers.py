@@ -341,12 +341,33 @@ def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilat
 # Normalisation, stochastic depth
 # ----------------------------------------------------------------------------------------------
 
-def _group_sums(v, groups: int, blocks: int):
-    """(B, G) sums over everything but the batch axis of channels-last `v`, whose channels are
-    `blocks` stacked copies of C channels in `groups` contiguous groups: per-channel sums first
-    (the reduction XLA:CPU does fast), then the blocks and groups."""
-    per_channel = jnp.sum(v, axis=tuple(range(1, v.ndim - 1)))
-    return per_channel.reshape(v.shape[0], blocks, groups, -1).sum((1, 3))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def group_norm_silu(x, shift, scale, bias, groups: int, epsilon: float, blocks: int = 1):
+    """SiLU(GroupNorm(x + shift)) over channels-last `x`, `shift` a per-channel bias (the
+    preceding convolution's): statistics per sample and channel group in float32, variance as
+    E[v^2] - E[v]^2 (flax's GroupNorm, `use_fast_variance`), result in x's dtype. With `blocks`
+    > 1 the channels of `x` are that many stacked copies of the `scale.size` normalised ones (a
+    sub-pixel convolution's output before its pixel shuffle, which commutes with this function).
+
+    Written out, gradients included, because left to autodiff XLA:CPU materialises the shifted,
+    normalised and activated maps and reduces them in separate passes, about 3x the time of
+    this form for SimVP's encoder and decoder layers (README, training speed). Here x + shift is
+    never stored: the statistics take the shift in closed form from per-channel sums of x, and
+    so does its gradient (the convolution bias's, otherwise one more pass over the map). Only
+    `x` and per-channel sums are kept for the backward pass, which recomputes the rest in the
+    loops it needs anyway.
+    """
+    return _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks)[0]
+
+
+def _spatial_sum(v):
+    """(B, C) sums over the axes between batch and channels."""
+    return jnp.sum(v, axis=tuple(range(1, v.ndim - 1)))
+
+
+def _per_group(per_channel, groups: int, blocks: int):
+    """(B, blocks * C) per-channel values -> (B, G) sums over each group's channels."""
+    return per_channel.reshape(per_channel.shape[0], blocks, groups, -1).sum((1, 3))
 
 
 def _per_channel(v, like, blocks: int):
@@ -356,69 +377,65 @@ def _per_channel(v, like, blocks: int):
     return jnp.tile(per_group, (1, blocks)).reshape((b,) + (1,) * (like.ndim - 2) + (c,))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def group_norm_silu(x, scale, bias, groups: int, epsilon: float, blocks: int = 1):
-    """SiLU(GroupNorm(x)) over channels-last `x`: statistics per sample and channel group in
-    float32, variance as E[x^2] - E[x]^2 (flax's GroupNorm, `use_fast_variance`), result in
-    x's dtype. With `blocks` > 1 the channels of `x` are that many stacked copies of the
-    `scale.size` normalised ones (a sub-pixel convolution's output before its pixel shuffle,
-    which commutes with this function).
-
-    Written out, gradients included, because left to autodiff XLA:CPU saves the normalised and
-    activated maps for the backward pass and reduces them in several separate passes: 12 ms
-    against 23 for SimVP's full-resolution layer at the quickstart's batch 16. Only `x` is kept
-    for the backward pass, which recomputes the rest in the loops it needs anyway.
-    """
-    return _gn_silu_forward(x, scale, bias, groups, epsilon, blocks)[0]
-
-
-def _gn_silu_forward(x, scale, bias, groups, epsilon, blocks):
+def _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks):
     xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    n = xf.size // (xf.shape[0] * groups)
-    mean = _group_sums(xf, groups, blocks) / n
-    var = jnp.maximum(_group_sums(xf * xf, groups, blocks) / n - mean * mean, 0.0)
-    rstd = jax.lax.rsqrt(var + epsilon)
+    shift = shift.astype(xf.dtype)
+    pixels = xf.size // (xf.shape[0] * xf.shape[-1])
+    n = pixels * xf.shape[-1] // groups
+    x_sum, x_sq_sum = _spatial_sum(xf), _spatial_sum(xf * xf)  # (B, C), of x without shift
+    mean = _per_group(x_sum + pixels * shift, groups, blocks) / n
+    sq_mean = _per_group(x_sq_sum + shift * (2 * x_sum + pixels * shift), groups, blocks) / n
+    rstd = jax.lax.rsqrt(jnp.maximum(sq_mean - mean * mean, 0.0) + epsilon)
     mul = _per_channel(rstd, xf, blocks) * jnp.tile(scale, blocks)
-    z = xf * mul + (jnp.tile(bias, blocks) - _per_channel(mean, xf, blocks) * mul)
-    return (z * jax.nn.sigmoid(z)).astype(x.dtype), (x, scale, bias, mean, rstd)
+    z = xf * mul + (jnp.tile(bias, blocks) + (shift - _per_channel(mean, xf, blocks)) * mul)
+    y = (z * jax.nn.sigmoid(z)).astype(x.dtype)
+    return y, (x, shift, scale, bias, mean, rstd, x_sum)
 
 
 def _gn_silu_backward(groups, epsilon, blocks, residuals, dy):
     del epsilon  # folded into rstd
-    x, scale, bias, mean, rstd = residuals
+    x, shift, scale, bias, mean, rstd, x_sum = residuals
     xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    b, n = xf.shape[0], xf.size // (xf.shape[0] * groups)
+    b = xf.shape[0]
+    pixels = xf.size // (b * xf.shape[-1])
+    n = pixels * xf.shape[-1] // groups
     scales = jnp.tile(scale, blocks)
-    xhat = (xf - _per_channel(mean, xf, blocks)) * _per_channel(rstd, xf, blocks)
+    rstd_c = _per_channel(rstd, xf, blocks)
+    xhat = (xf + (shift - _per_channel(mean, xf, blocks))) * rstd_c
     z = xhat * scales + jnp.tile(bias, blocks)
     s = jax.nn.sigmoid(z)
     dz = dy.astype(xf.dtype) * (s * (1.0 + z * (1.0 - s)))
-    axes = tuple(range(1, x.ndim - 1))
     # The parameter gradients sum these (B, C) sums over the batch: the barrier keeps XLA from
     # merging that into a second full-size reduction.
     dz_sum, dz_xhat_sum = jax.lax.optimization_barrier(
-        (jnp.sum(dz, axis=axes), jnp.sum(dz * xhat, axis=axes)))
+        (_spatial_sum(dz), _spatial_sum(dz * xhat)))
+    mean_dxhat = _per_group(dz_sum * scales, groups, blocks) / n
+    mean_dxhat_xhat = _per_group(dz_xhat_sum * scales, groups, blocks) / n
+    dx = rstd_c * (dz * scales - _per_channel(mean_dxhat, xf, blocks)
+                   - xhat * _per_channel(mean_dxhat_xhat, xf, blocks))
+    # The shift's gradient, sum over (B, pixels) of dx, from the same sums: per sample and
+    # channel sum(dz) * scale - pixels * mean_dxhat - sum(xhat) * mean_dxhat_xhat, times rstd.
+    rstd_bc = rstd_c.reshape(b, -1)
+    xhat_sum = (x_sum + pixels * (shift - _per_channel(mean, xf, blocks).reshape(b, -1))) * rstd_bc
+    dshift = (rstd_bc * (dz_sum * scales - pixels * _per_channel(mean_dxhat, xf, blocks).reshape(b, -1)
+                         - xhat_sum * _per_channel(mean_dxhat_xhat, xf, blocks).reshape(b, -1)))
 
-    def group_mean(per_channel):
-        return (per_channel * scales).reshape(b, blocks, groups, -1).sum((1, 3)) / n
+    def summed(per_channel, like, fold):
+        total = per_channel.sum(0)
+        return (total.reshape(blocks, -1).sum(0) if fold else total).astype(like.dtype)
 
-    dx = _per_channel(rstd, xf, blocks) * (
-        dz * scales - _per_channel(group_mean(dz_sum), xf, blocks)
-        - xhat * _per_channel(group_mean(dz_xhat_sum), xf, blocks))
-
-    def parameter_grad(per_channel, like):
-        return per_channel.sum(0).reshape(blocks, -1).sum(0).astype(like.dtype)
-
-    return dx.astype(x.dtype), parameter_grad(dz_xhat_sum, scale), parameter_grad(dz_sum, bias)
+    return (dx.astype(x.dtype), summed(dshift, shift, False), summed(dz_xhat_sum, scale, True),
+            summed(dz_sum, bias, True))
 
 
 group_norm_silu.defvjp(_gn_silu_forward, _gn_silu_backward)
 
 
 class GroupNormSiLU(nn.Module):
-    """`nn.silu(nn.GroupNorm(num_groups, epsilon)(x))` with the same parameters (`scale`, `bias`)
-    and values, computed by `group_norm_silu`; with `blocks` > 1, of a sub-pixel convolution's
-    output before its pixel shuffle (channels: `blocks` stacked copies of the normalised ones)."""
+    """`nn.silu(nn.GroupNorm(num_groups, epsilon)(x + shift))` with GroupNorm's parameters
+    (`scale`, `bias`) and values, computed by `group_norm_silu`; `shift` defaults to zero. With
+    `blocks` > 1, of a sub-pixel convolution's output before its pixel shuffle (channels:
+    `blocks` stacked copies of the normalised ones)."""
 
     num_groups: int
     epsilon: float = 1e-5
@@ -427,15 +444,42 @@ class GroupNormSiLU(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, shift=None):
         channels, rest = divmod(x.shape[-1], self.blocks)
         if rest or channels % self.num_groups:
             raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into "
                              f"{self.blocks} blocks of {self.num_groups} groups.")
         scale = self.param("scale", nn.initializers.ones, (channels,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (channels,), self.param_dtype)
-        y = group_norm_silu(x, scale, bias, self.num_groups, self.epsilon, self.blocks)
+        if shift is None:
+            shift = jnp.zeros((x.shape[-1],), self.param_dtype)
+        y = group_norm_silu(x, shift, scale, bias, self.num_groups, self.epsilon, self.blocks)
         return y.astype(self.dtype or x.dtype)
+
+
+class ConvApartBias(nn.Module):
+    """`nn.Conv` (2-D, NHWC) with the same parameters, init and values, returning the
+    convolution and its bias apart so the caller adds the bias where it costs no pass over the
+    map (GroupNormSiLU's `shift`). Stride-2 convolutions go through `conv_stride2_by_backend`."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: Any = ((0, 0), (0, 0))
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv_stride2_by_backend(x, kernel, (self.strides, self.strides), self.padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y, bias
 
 
 class BatchNorm(nn.Module):

@@ -27,8 +27,8 @@ from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
 from tau_jax.models.framing import NONE as NO_FRAMING
-from tau_jax.models.layers import (DW_IMPLS, GroupNormSiLU, checked_roll_out,
-                                   conv_stride2_by_backend)
+from tau_jax.models.layers import (DW_IMPLS, ConvApartBias, GroupNormSiLU,
+                                   checked_roll_out)
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
 
@@ -66,14 +66,15 @@ class ConvSC(nn.Module):
         k = self.kernel_size
         pad = (k - stride + 1) // 2
         blocks = 4 if self.upsample else 1
-        x = nn.Conv(self.features * blocks, (k, k), strides=stride,
-                    padding=((pad, pad), (pad, pad)), kernel_init=nn.initializers.normal(0.02),
-                    bias_init=nn.initializers.zeros, conv_general_dilated=conv_stride2_by_backend,
-                    dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+        x, conv_bias = ConvApartBias(self.features * blocks, (k, k), strides=stride,
+                                     padding=((pad, pad), (pad, pad)),
+                                     kernel_init=nn.initializers.normal(0.02),
+                                     bias_init=nn.initializers.zeros, dtype=self.dtype,
+                                     param_dtype=self.param_dtype, name="conv")(x)
         # Normalising before the pixel shuffle is the same function (the shuffle only moves
         # values within a sample and channel group) over a contiguous layout.
         x = GroupNormSiLU(num_groups=2, epsilon=1e-5, blocks=blocks, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name="norm")(x)
+                          param_dtype=self.param_dtype, name="norm")(x, conv_bias)
         return depth_to_space(x, 2) if self.upsample else x
 
 
