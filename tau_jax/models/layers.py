@@ -360,9 +360,16 @@ def group_norm_silu(x, shift, scale, bias, groups: int, epsilon: float, blocks: 
     return _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks)[0]
 
 
-def _spatial_sum(v):
-    """(B, C) sums over the axes between batch and channels."""
-    return jnp.sum(v, axis=tuple(range(1, v.ndim - 1)))
+def _rows(x):
+    """Channels-last `x` (B, ..., W, C) viewed as (B, rows, W * C): the loops below then run
+    over long contiguous rows whatever C is (C = 8 rows vectorise poorly on XLA:CPU)."""
+    width = x.shape[-2] * x.shape[-1] if x.ndim > 2 else x.shape[-1]
+    return x.reshape(x.shape[0], -1, width)
+
+
+def _channel_sums(rows, channels: int):
+    """(B, C) sums of a `_rows` view over rows and width."""
+    return jnp.sum(rows, axis=1).reshape(rows.shape[0], -1, channels).sum(1)
 
 
 def _per_group(per_channel, groups: int, blocks: int):
@@ -370,25 +377,47 @@ def _per_group(per_channel, groups: int, blocks: int):
     return per_channel.reshape(per_channel.shape[0], blocks, groups, -1).sum((1, 3))
 
 
-def _per_channel(v, like, blocks: int):
-    """(B, G) -> (B, 1, ..., 1, blocks * C), broadcastable against `like`."""
-    b, c = like.shape[0], like.shape[-1]
-    per_group = jnp.repeat(v, c // (blocks * v.shape[1]), axis=-1)
-    return jnp.tile(per_group, (1, blocks)).reshape((b,) + (1,) * (like.ndim - 2) + (c,))
+def _per_channel(per_group, channels: int, blocks: int):
+    """(B, G) -> (B, channels): each group's value on its channels of every block."""
+    repeat = channels // (blocks * per_group.shape[1])
+    return jnp.tile(jnp.repeat(per_group, repeat, axis=-1), (1, blocks))
+
+
+def _coefficients(rows, *per_channel):
+    """(B, C) arrays as (B, 1, W * C) broadcasts against a `_rows` view, stored before the loops
+    use them: fused into the loops over the map, their channel -> group and width -> channel
+    index arithmetic runs per element (3x the time of the loops themselves with 4 blocks on
+    XLA:CPU, which drops optimization barriers before fusing). A product with a 0/1 matrix,
+    which XLA does not fuse into loops, stores them; exact, every product but one per entry
+    being by zero."""
+    stacked = jnp.stack(per_channel)
+    channels = stacked.shape[-1]
+    spread = jnp.tile(jnp.eye(channels, dtype=stacked.dtype), (1, rows.shape[-1] // channels))
+    stored = jnp.einsum("kbc,cd->kbd", stacked, spread, precision=jax.lax.Precision.HIGHEST)
+    return [c[:, None, :] for c in stored]
 
 
 def _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks):
     xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     shift = shift.astype(xf.dtype)
-    pixels = xf.size // (xf.shape[0] * xf.shape[-1])
-    n = pixels * xf.shape[-1] // groups
-    x_sum, x_sq_sum = _spatial_sum(xf), _spatial_sum(xf * xf)  # (B, C), of x without shift
+    channels = xf.shape[-1]
+    pixels = xf.size // (xf.shape[0] * channels)
+    n = pixels * channels // groups
+    rows = _rows(xf)
+    x_sum = _channel_sums(rows, channels)  # (B, C), of x without shift
+    x_sq_sum = _channel_sums(rows * rows, channels)
     mean = _per_group(x_sum + pixels * shift, groups, blocks) / n
     sq_mean = _per_group(x_sq_sum + shift * (2 * x_sum + pixels * shift), groups, blocks) / n
     rstd = jax.lax.rsqrt(jnp.maximum(sq_mean - mean * mean, 0.0) + epsilon)
-    mul = _per_channel(rstd, xf, blocks) * jnp.tile(scale, blocks)
-    z = xf * mul + (jnp.tile(bias, blocks) + (shift - _per_channel(mean, xf, blocks)) * mul)
-    y = (z * jax.nn.sigmoid(z)).astype(x.dtype)
+    mean, rstd = _per_channel(mean, channels, blocks), _per_channel(rstd, channels, blocks)
+    mul = rstd * jnp.tile(scale, blocks)
+    a, c = _coefficients(rows, mul, jnp.tile(bias, blocks) + (shift - mean) * mul)
+    z = rows * a + c
+    # z / (1 + exp(-z)) rather than z * sigmoid(z): the same SiLU, but ending in a divide, an
+    # operation XLA does not copy into its consumers; ending in a multiply, XLA:CPU recomputes
+    # it inside the transposing copies of the next convolution's kernel gradient, reading x
+    # and the sigmoid with a stride there (12% of the quickstart's train step).
+    y = (z / (1.0 + jnp.exp(-z))).astype(x.dtype).reshape(x.shape)
     return y, (x, shift, scale, bias, mean, rstd, x_sum)
 
 
@@ -396,29 +425,32 @@ def _gn_silu_backward(groups, epsilon, blocks, residuals, dy):
     del epsilon  # folded into rstd
     x, shift, scale, bias, mean, rstd, x_sum = residuals
     xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    b = xf.shape[0]
-    pixels = xf.size // (b * xf.shape[-1])
-    n = pixels * xf.shape[-1] // groups
+    channels = xf.shape[-1]
+    pixels = xf.size // (xf.shape[0] * channels)
+    n = pixels * channels // groups
+    rows = _rows(xf)
     scales = jnp.tile(scale, blocks)
-    rstd_c = _per_channel(rstd, xf, blocks)
-    xhat = (xf + (shift - _per_channel(mean, xf, blocks))) * rstd_c
-    z = xhat * scales + jnp.tile(bias, blocks)
+    # xhat = x * p + q and z = xhat * scale + bias = x * a + c, per (sample, channel)
+    p, q = rstd, (shift - mean) * rstd
+    a, c, p_rows, q_rows = _coefficients(rows, p * scales, q * scales + jnp.tile(bias, blocks),
+                                         p, q)
+    z = rows * a + c
     s = jax.nn.sigmoid(z)
-    dz = dy.astype(xf.dtype) * (s * (1.0 + z * (1.0 - s)))
-    # The parameter gradients sum these (B, C) sums over the batch: the barrier keeps XLA from
-    # merging that into a second full-size reduction.
-    dz_sum, dz_xhat_sum = jax.lax.optimization_barrier(
-        (_spatial_sum(dz), _spatial_sum(dz * xhat)))
-    mean_dxhat = _per_group(dz_sum * scales, groups, blocks) / n
-    mean_dxhat_xhat = _per_group(dz_xhat_sum * scales, groups, blocks) / n
-    dx = rstd_c * (dz * scales - _per_channel(mean_dxhat, xf, blocks)
-                   - xhat * _per_channel(mean_dxhat_xhat, xf, blocks))
-    # The shift's gradient, sum over (B, pixels) of dx, from the same sums: per sample and
-    # channel sum(dz) * scale - pixels * mean_dxhat - sum(xhat) * mean_dxhat_xhat, times rstd.
-    rstd_bc = rstd_c.reshape(b, -1)
-    xhat_sum = (x_sum + pixels * (shift - _per_channel(mean, xf, blocks).reshape(b, -1))) * rstd_bc
-    dshift = (rstd_bc * (dz_sum * scales - pixels * _per_channel(mean_dxhat, xf, blocks).reshape(b, -1)
-                         - xhat_sum * _per_channel(mean_dxhat_xhat, xf, blocks).reshape(b, -1)))
+    dz = _rows(dy.astype(xf.dtype)) * (s * (1.0 + z * (1.0 - s)))
+    dz_sum = _channel_sums(dz, channels)
+    dz_xhat_sum = _channel_sums(dz * (rows * p_rows + q_rows), channels)
+
+    def group_mean(per_channel):
+        per_group = _per_group(per_channel * scales, groups, blocks) / n
+        return _per_channel(per_group, channels, blocks)
+
+    m1, m2 = group_mean(dz_sum), group_mean(dz_xhat_sum)
+    # dx = rstd * (dz * scale - m1 - xhat * m2) = dz * dz_coef + x * x_coef + offset
+    dz_coef, x_coef, offset = _coefficients(rows, rstd * scales, -rstd * m2 * p,
+                                            -rstd * (m1 + m2 * q))
+    dx = (dz * dz_coef + rows * x_coef + offset).reshape(x.shape)
+    # The shift's gradient, sum over (B, pixels) of dx, from the same sums.
+    dshift = rstd * (dz_sum * scales - pixels * m1 - (x_sum * p + pixels * q) * m2)
 
     def summed(per_channel, like, fold):
         total = per_channel.sum(0)
