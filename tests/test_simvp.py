@@ -16,7 +16,8 @@ from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
 from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads,
                                    conv_stride2_by_backend, conv_stride2_grads, depthwise_conv_lax,
-                                   depthwise_conv_taps, drop_path_rates, gelu)
+                                   depthwise_conv_taps, drop_path_rates, gelu,
+                                   gradient_stored)
 from tau_jax.models.simvp import depth_to_space
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
@@ -285,6 +286,16 @@ def test_stride2_conv_falls_back_to_lax_without_a_space_to_depth_form():
     assert "custom_vjp" in str(jax.make_jaxpr(conv)(x[:, :6], w))
     np.testing.assert_allclose(conv(x, w), jax.lax.conv_general_dilated(x, w, *args, **nhwc),
                                rtol=1e-6)
+
+
+def test_gradient_stored_is_an_exact_identity():
+    """layers.gradient_stored changes neither values nor (finite) gradients, bit for bit."""
+    x = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    weights = jax.random.normal(jax.random.key(1), x.shape) * 1e3
+    loss = lambda f: lambda x: jnp.sum(jnp.tanh(f(x) * weights))
+    np.testing.assert_array_equal(gradient_stored(x), x)
+    np.testing.assert_array_equal(jax.grad(loss(gradient_stored))(x), jax.grad(loss(lambda v: v))(x))
+    assert jnp.isnan(jax.grad(lambda v: jnp.sum(gradient_stored(v) * jnp.nan))(x)).all()
 
 
 def test_gelu_is_pytorchs_exact_form():

@@ -22,8 +22,8 @@ from flax import linen as nn
 
 from tau_jax.models.attention import dense, dot_product_attention
 from tau_jax.models.layers import (BatchNorm, DepthwiseConv, DropPath, drop_path_rates,
-                                   fan_out_normal_init, gelu, torch_default_bias_init,
-                                   torch_default_kernel_init)
+                                   fan_out_normal_init, gelu, gradient_stored,
+                                   torch_default_bias_init, torch_default_kernel_init)
 
 Dtype = Any
 
@@ -162,7 +162,7 @@ class MetaTranslator(nn.Module):
             block = functools.partial(self.sub_block, layer_i=i, in_features=widths[i],
                                       out_features=widths[i + 1], drop_path=rate)
             x = MetaBlock(widths[i + 1], block, name=f"enc_{i}", dtype=self.dtype,
-                          param_dtype=self.param_dtype)(x, train)
+                          param_dtype=self.param_dtype)(gradient_stored(x), train)
         return x.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
 
 
