@@ -17,7 +17,7 @@ from tau_jax.convert import from_openstl, load_pth
 from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads,
                                    conv_stride2_by_backend, conv_stride2_grads, depthwise_conv_lax,
                                    depthwise_conv_taps, drop_path_rates, gelu,
-                                   gradient_stored)
+                                   gradient_stored, group_norm_silu_plain)
 from tau_jax.models.simvp import depth_to_space
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
@@ -222,6 +222,10 @@ def test_group_norm_silu_equals_flax_with_gradients(blocks):
     grads = [jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a)) * weights), (0, 1, 2))(  # noqa: B023
         params, x, shift) for f in (ours, flax_modules)]
     for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    plain = jax.grad(lambda p, x, shift: jnp.sum(jnp.sin(shuffle(group_norm_silu_plain(  # noqa: B023
+        x, shift, p["scale"], p["bias"], 2, 1e-5, blocks))) * weights), (0, 1, 2))(params, x, shift)
+    for got, want in zip(jax.tree.leaves(plain), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     no_shift = GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": params}, x)
     np.testing.assert_allclose(shuffle(no_shift), flax_modules(params, x, 0.0), rtol=1e-5,

@@ -301,21 +301,33 @@ def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
 def conv_stride2_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                             precision=None):
-    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: on CPU,
-    2-D NHWC stride-2 convolutions with a space-to-depth form go through `conv_stride2_grads`;
-    everything else, and every convolution on GPU/TPU, through lax."""
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: lowered
+    for CPU, 2-D NHWC stride-2 convolutions with a space-to-depth form go through
+    `conv_stride2_grads`; everything else, and every convolution lowered for GPU/TPU, through
+    lax (`on_cpu`: the platform the program is compiled for, so a TPU plan made on a CPU host
+    gets the TPU form)."""
+    def plain(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count,
+                                            precision=precision)
+
     pads = None if isinstance(padding, str) else tuple(tuple(int(v) for v in p) for p in padding)
-    special = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+    special = (lhs.ndim == 4 and feature_group_count == 1
                and _is_nhwc(lhs, rhs, dimension_numbers)
                and precision is None and pads is not None and tuple(window_strides) == (2, 2)
                and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
                and all(_s2d_geometry(size, k, pad) is not None
                        for size, k, pad in zip(lhs.shape[1:3], rhs.shape[:2], pads)))
     if not special:
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                            rhs_dilation, dimension_numbers, feature_group_count,
-                                            precision=precision)
-    return conv_stride2_grads(lhs, rhs, pads)
+        return plain(lhs, rhs)
+    return on_cpu(lambda lhs, rhs: conv_stride2_grads(lhs, rhs, pads), plain, lhs, rhs)
+
+
+def on_cpu(cpu, other, *args):
+    """`cpu(*args)` in a program compiled for CPU, `other(*args)` for GPU/TPU: the choice
+    follows the platform XLA compiles for (`jax.lax.platform_dependent`), not the host's
+    default backend, so an ahead-of-time TPU plan made on a CPU host sees the TPU program."""
+    return jax.lax.platform_dependent(*args, cpu=cpu, default=other)
 
 
 def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -339,8 +351,8 @@ def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilat
 
 @jax.custom_vjp
 def gradient_stored(x):
-    """`x`, whose gradient XLA:CPU computes once into a buffer of its own (an identity on other
-    backends, decided at trace time by the default backend).
+    """`x`, whose gradient XLA:CPU computes once into a buffer of its own (a plain identity in
+    programs compiled for GPU/TPU, `on_cpu`).
 
     A residual stream's gradient is a chain of cheap element-wise sums and products through
     every block after this one; XLA:CPU copies such chains into each of their consumers
@@ -357,9 +369,7 @@ def _gradient_stored_fwd(x):
 
 
 def _gradient_stored_bwd(_, g):
-    if jax.default_backend() != "cpu":
-        return (g,)
-    return (g * jnp.exp(g * 0),)
+    return (on_cpu(lambda g: g * jnp.exp(g * 0), lambda g: g, g),)
 
 
 gradient_stored.defvjp(_gradient_stored_fwd, _gradient_stored_bwd)
@@ -491,9 +501,25 @@ def _gn_silu_backward(groups, epsilon, blocks, residuals, dy):
 group_norm_silu.defvjp(_gn_silu_forward, _gn_silu_backward)
 
 
+def group_norm_silu_plain(x, shift, scale, bias, groups: int, epsilon: float, blocks: int = 1):
+    """`group_norm_silu` written plainly, its gradients left to autodiff: flax's GroupNorm
+    (fast variance, float32 statistics) of x + shift, then SiLU."""
+    b, c = x.shape[0], x.shape[-1]
+    v = (x + shift).astype(jnp.promote_types(x.dtype, jnp.float32))
+    v = v.reshape(b, -1, blocks, groups, c // (blocks * groups))
+    axes = (1, 2, 4)
+    mean = jnp.mean(v, axes, keepdims=True)
+    var = jnp.maximum(jnp.mean(v * v, axes, keepdims=True) - mean * mean, 0.0)
+    z = ((v - mean) * jax.lax.rsqrt(var + epsilon) * scale.reshape(groups, -1)
+         + bias.reshape(groups, -1))
+    return nn.silu(z).astype(x.dtype).reshape(x.shape)
+
+
 class GroupNormSiLU(nn.Module):
     """`nn.silu(nn.GroupNorm(num_groups, epsilon)(x + shift))` with GroupNorm's parameters
-    (`scale`, `bias`) and values, computed by `group_norm_silu`; `shift` defaults to zero. With
+    (`scale`, `bias`) and values, computed by `group_norm_silu` in programs compiled for CPU and
+    by `group_norm_silu_plain` (autodiff, as before that form existed) for GPU/TPU, where no
+    measurement has asked for another; `shift` defaults to zero. With
     `blocks` > 1, of a sub-pixel convolution's output before its pixel shuffle (channels:
     `blocks` stacked copies of the normalised ones)."""
 
@@ -513,7 +539,11 @@ class GroupNormSiLU(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (channels,), self.param_dtype)
         if shift is None:
             shift = jnp.zeros((x.shape[-1],), self.param_dtype)
-        y = group_norm_silu(x, shift, scale, bias, self.num_groups, self.epsilon, self.blocks)
+        y = on_cpu(functools.partial(group_norm_silu, groups=self.num_groups,
+                                     epsilon=self.epsilon, blocks=self.blocks),
+                   functools.partial(group_norm_silu_plain, groups=self.num_groups,
+                                     epsilon=self.epsilon, blocks=self.blocks),
+                   x, shift, scale, bias)
         return y.astype(self.dtype or x.dtype)
 
 
