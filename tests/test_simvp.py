@@ -14,11 +14,11 @@ from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads,
+from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads, depth_to_space,
                                    conv_stride2_by_backend, conv_stride2_grads, depthwise_conv_lax,
                                    depthwise_conv_taps, drop_path_rates, gelu,
-                                   gradient_stored, group_norm_silu_plain)
-from tau_jax.models.simvp import depth_to_space
+                                   gradient_stored, group_norm_silu,
+                                   group_norm_silu_plain)
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
@@ -196,48 +196,50 @@ def test_depthwise_formulations_agree_with_gradients():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("blocks", [1, 4])
-def test_group_norm_silu_equals_flax_with_gradients(blocks):
-    """The written-out GroupNorm + SiLU of x + shift (layers.group_norm_silu, the shift being
-    the convolution bias it folds in) against flax's modules: values and gradients of input,
-    shift, scale and bias; with blocks = 4 on a sub-pixel convolution's output before the pixel
-    shuffle, against normalising after it (SimVP's upsampling layers)."""
+@pytest.mark.parametrize("shuffle", [1, 2])
+def test_group_norm_silu_equals_flax_with_gradients(shuffle):
+    """GroupNormSiLU of x + shift (the shift being the convolution bias it folds in) against
+    flax's modules, values and gradients of input, shift, scale and bias, in both its forms: the
+    written-out CPU one (layers.group_norm_silu; with a pixel shuffle it normalises before
+    shuffling) and the plain one of other platforms (SimVP's upsampling layers at shuffle 2)."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 5, 6, 8 * blocks)), jnp.float32)
-    shift = jnp.asarray(rng.normal(0.5, 1.0, 8 * blocks), jnp.float32)
+    x = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 5, 6, 8 * shuffle ** 2)), jnp.float32)
+    shift = jnp.asarray(rng.normal(0.5, 1.0, x.shape[-1]), jnp.float32)
     params = {"scale": jnp.asarray(rng.normal(1.0, 0.3, 8), jnp.float32),
               "bias": jnp.asarray(rng.normal(0.0, 0.3, 8), jnp.float32)}
-    shuffle = (lambda v: depth_to_space(v, 2)) if blocks > 1 else (lambda v: v)
-    weights = jnp.asarray(rng.normal(size=shuffle(x).shape), jnp.float32)
+    rearrange = (lambda v: depth_to_space(v, shuffle)) if shuffle > 1 else (lambda v: v)
+    weights = jnp.asarray(rng.normal(size=rearrange(x).shape), jnp.float32)
+    module = GroupNormSiLU(num_groups=2, pixel_shuffle=shuffle)
 
-    def ours(p, x, shift):
-        return shuffle(GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": p}, x, shift))
+    def cpu_form(p, x, shift):
+        return rearrange(group_norm_silu(x, shift, p["scale"], p["bias"], 2, 1e-5, shuffle ** 2))
+
+    def plain_form(p, x, shift):
+        return group_norm_silu_plain(rearrange(x + shift), 0.0, p["scale"], p["bias"], 2, 1e-5)
 
     def flax_modules(p, x, shift):
         return nn.silu(nn.GroupNorm(num_groups=2, epsilon=1e-5).apply({"params": p},
-                                                                      shuffle(x + shift)))
+                                                                      rearrange(x + shift)))
 
-    np.testing.assert_allclose(ours(params, x, shift), flax_modules(params, x, shift),
-                               rtol=1e-5, atol=1e-5)
+    forms = (lambda p, x, shift: module.apply({"params": p}, x, shift), cpu_form, plain_form,
+             flax_modules)
+    want = flax_modules(params, x, shift)
     grads = [jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a)) * weights), (0, 1, 2))(  # noqa: B023
-        params, x, shift) for f in (ours, flax_modules)]
-    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    plain = jax.grad(lambda p, x, shift: jnp.sum(jnp.sin(shuffle(group_norm_silu_plain(  # noqa: B023
-        x, shift, p["scale"], p["bias"], 2, 1e-5, blocks))) * weights), (0, 1, 2))(params, x, shift)
-    for got, want in zip(jax.tree.leaves(plain), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    no_shift = GroupNormSiLU(num_groups=2, blocks=blocks).apply({"params": params}, x)
-    np.testing.assert_allclose(shuffle(no_shift), flax_modules(params, x, 0.0), rtol=1e-5,
-                               atol=1e-5)
-    low = GroupNormSiLU(num_groups=2, blocks=blocks, dtype=jnp.bfloat16).apply(
+        params, x, shift) for f in forms]
+    for form, grad in zip(forms[:-1], grads[:-1]):
+        np.testing.assert_allclose(form(params, x, shift), want, rtol=1e-5, atol=1e-5)
+        for got, expected in zip(jax.tree.leaves(grad), jax.tree.leaves(grads[-1])):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(module.apply({"params": params}, x),
+                               flax_modules(params, x, 0.0), rtol=1e-5, atol=1e-5)
+    low = GroupNormSiLU(num_groups=2, pixel_shuffle=shuffle, dtype=jnp.bfloat16).apply(
         {"params": params}, x.astype(jnp.bfloat16), shift)
     assert low.dtype == jnp.bfloat16
-    np.testing.assert_allclose(shuffle(low).astype(jnp.float32), flax_modules(params, x, shift),
-                               atol=0.05)
-    bad = 7 if blocks == 1 else 12  # not 2 groups, not 4 blocks of 2 groups
-    with pytest.raises(ValueError, match=f"{bad} channels do not split into {blocks} blocks"):
-        GroupNormSiLU(num_groups=2, blocks=blocks).init(jax.random.key(0), x[..., :bad])
+    np.testing.assert_allclose(low.astype(jnp.float32), want, atol=0.05)
+    bad = 7 if shuffle == 1 else 12  # not 2 groups, not 4 blocks of 2 groups
+    with pytest.raises(ValueError,
+                       match=f"{bad} channels do not split into {shuffle ** 2} blocks"):
+        module.init(jax.random.key(0), x[..., :bad])
 
 
 def test_conv_apart_bias_is_flax_conv():

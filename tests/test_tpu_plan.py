@@ -111,7 +111,7 @@ def test_dp_and_fsdp_plans_of_the_real_train_step():
 
 @pytest.mark.xdist_group("tpu")
 def test_a_program_too_large_for_hbm_is_reported_not_raised():
-    report = tpu_plan.plan(tiny_config(batch=1 << 17), TOPOLOGY)  # 32,768 sequences a device
+    report = tpu_plan.plan(tiny_config(batch=1 << 18), TOPOLOGY)  # 65,536 sequences a device
     assert report["fits"] is False
     assert "DOES NOT FIT" in tpu_plan.table(report)
 

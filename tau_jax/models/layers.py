@@ -501,50 +501,67 @@ def _gn_silu_backward(groups, epsilon, blocks, residuals, dy):
 group_norm_silu.defvjp(_gn_silu_forward, _gn_silu_backward)
 
 
-def group_norm_silu_plain(x, shift, scale, bias, groups: int, epsilon: float, blocks: int = 1):
-    """`group_norm_silu` written plainly, its gradients left to autodiff: flax's GroupNorm
-    (fast variance, float32 statistics) of x + shift, then SiLU."""
+def group_norm_silu_plain(x, shift, scale, bias, groups: int, epsilon: float):
+    """`group_norm_silu` (one block) written plainly, its gradients left to autodiff: flax's
+    GroupNorm (fast variance, float32 statistics) of x + shift, then SiLU."""
     b, c = x.shape[0], x.shape[-1]
     v = (x + shift).astype(jnp.promote_types(x.dtype, jnp.float32))
-    v = v.reshape(b, -1, blocks, groups, c // (blocks * groups))
-    axes = (1, 2, 4)
-    mean = jnp.mean(v, axes, keepdims=True)
-    var = jnp.maximum(jnp.mean(v * v, axes, keepdims=True) - mean * mean, 0.0)
+    v = v.reshape(b, -1, groups, c // groups)
+    mean = jnp.mean(v, (1, 3), keepdims=True)
+    var = jnp.maximum(jnp.mean(v * v, (1, 3), keepdims=True) - mean * mean, 0.0)
     z = ((v - mean) * jax.lax.rsqrt(var + epsilon) * scale.reshape(groups, -1)
          + bias.reshape(groups, -1))
     return nn.silu(z).astype(x.dtype).reshape(x.shape)
 
 
+def depth_to_space(x, block: int = 2):
+    """(N, H, W, b*b*C) -> (N, b*H, b*W, C) with channel order (i*b + j)*C + c (TF's order)."""
+    n, h, w, c = x.shape
+    c_out = c // (block * block)
+    x = x.reshape(n, h, w, block, block, c_out).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * block, w * block, c_out)
+
+
 class GroupNormSiLU(nn.Module):
     """`nn.silu(nn.GroupNorm(num_groups, epsilon)(x + shift))` with GroupNorm's parameters
-    (`scale`, `bias`) and values, computed by `group_norm_silu` in programs compiled for CPU and
-    by `group_norm_silu_plain` (autodiff, as before that form existed) for GPU/TPU, where no
-    measurement has asked for another; `shift` defaults to zero. With
-    `blocks` > 1, of a sub-pixel convolution's output before its pixel shuffle (channels:
-    `blocks` stacked copies of the normalised ones)."""
+    (`scale`, `bias`) and values; `shift` defaults to zero. With `pixel_shuffle` r > 1, `x` is a
+    sub-pixel convolution's output (r * r * C channels) and the result its pixel shuffle
+    (`depth_to_space`) normalised.
+
+    In programs compiled for CPU this is `group_norm_silu`, normalising before the shuffle (the
+    same function: the shuffle only moves values within a sample and channel group) over the
+    contiguous layout; for GPU/TPU the plain form in the order written above, its gradients
+    left to autodiff, as before the CPU form existed (no measurement there has asked for
+    another).
+    """
 
     num_groups: int
     epsilon: float = 1e-5
-    blocks: int = 1
+    pixel_shuffle: int = 1
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, shift=None):
-        channels, rest = divmod(x.shape[-1], self.blocks)
-        if rest or channels % self.num_groups:
+        r, groups = self.pixel_shuffle, self.num_groups
+        channels, rest = divmod(x.shape[-1], r * r)
+        if rest or channels % groups:
             raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into "
-                             f"{self.blocks} blocks of {self.num_groups} groups.")
+                             f"{r * r} blocks of {groups} groups.")
         scale = self.param("scale", nn.initializers.ones, (channels,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (channels,), self.param_dtype)
         if shift is None:
             shift = jnp.zeros((x.shape[-1],), self.param_dtype)
-        y = on_cpu(functools.partial(group_norm_silu, groups=self.num_groups,
-                                     epsilon=self.epsilon, blocks=self.blocks),
-                   functools.partial(group_norm_silu_plain, groups=self.num_groups,
-                                     epsilon=self.epsilon, blocks=self.blocks),
-                   x, shift, scale, bias)
-        return y.astype(self.dtype or x.dtype)
+        shuffle = (lambda v: depth_to_space(v, r)) if r > 1 else (lambda v: v)
+
+        def cpu(x, shift, scale, bias):
+            return shuffle(group_norm_silu(x, shift, scale, bias, groups, self.epsilon, r * r))
+
+        def other(x, shift, scale, bias):
+            return group_norm_silu_plain(shuffle(x + shift), 0.0, scale, bias, groups,
+                                         self.epsilon)
+
+        return on_cpu(cpu, other, x, shift, scale, bias).astype(self.dtype or x.dtype)
 
 
 class ConvApartBias(nn.Module):

@@ -41,14 +41,6 @@ def sampling_strides(num_layers: int, reverse: bool = False) -> list[bool]:
     return flags[::-1] if reverse else flags
 
 
-def depth_to_space(x, block: int = 2):
-    """(N, H, W, b*b*C) -> (N, b*H, b*W, C) with channel order (i*b + j)*C + c (TF's order)."""
-    n, h, w, c = x.shape
-    c_out = c // (block * block)
-    x = x.reshape(n, h, w, block, block, c_out).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, h * block, w * block, c_out)
-
-
 class ConvSC(nn.Module):
     """Conv (stride 2 when downsampling, x4 channels + pixel shuffle when upsampling) ->
     GroupNorm(2) -> SiLU, with OpenSTL's N(0, 0.02) weights and zero biases."""
@@ -65,17 +57,14 @@ class ConvSC(nn.Module):
         stride = 2 if self.downsample else 1
         k = self.kernel_size
         pad = (k - stride + 1) // 2
-        blocks = 4 if self.upsample else 1
-        x, conv_bias = ConvApartBias(self.features * blocks, (k, k), strides=stride,
+        shuffle = 2 if self.upsample else 1
+        x, conv_bias = ConvApartBias(self.features * shuffle ** 2, (k, k), strides=stride,
                                      padding=((pad, pad), (pad, pad)),
                                      kernel_init=nn.initializers.normal(0.02),
                                      bias_init=nn.initializers.zeros, dtype=self.dtype,
                                      param_dtype=self.param_dtype, name="conv")(x)
-        # Normalising before the pixel shuffle is the same function (the shuffle only moves
-        # values within a sample and channel group) over a contiguous layout.
-        x = GroupNormSiLU(num_groups=2, epsilon=1e-5, blocks=blocks, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name="norm")(x, conv_bias)
-        return depth_to_space(x, 2) if self.upsample else x
+        return GroupNormSiLU(num_groups=2, epsilon=1e-5, pixel_shuffle=shuffle, dtype=self.dtype,
+                             param_dtype=self.param_dtype, name="norm")(x, conv_bias)
 
 
 class Encoder(nn.Module):
