@@ -20,7 +20,8 @@ def test_summary_of_mmnist_tau():
     # OpenSTL's TaxiBJ TAU encoder / decoder / translator split
     assert info["params_by_module"] == {"enc": 9_984, "dec": 46_434, "translator": 9_489_024}
     assert info["output_shape"] == [1, 4, 32, 32, 2]
-    assert 2.49e9 < info["forward_flops"] / 2 < 2.75e9  # fvcore 2.492 G-MAC, XLA counts a bit more
+    # fvcore 2.492 G-MAC; XLA counts elementwise work too, and less since GELU goes through erf
+    assert 2.45e9 < info["forward_flops"] / 2 < 2.75e9
 
 
 def test_mistyped_override_is_an_error():

@@ -284,7 +284,7 @@ def test_remat_changes_memory_not_values(tiny_models):
 
 
 def test_cells_use_the_explicit_gradient_convolution_on_cpu(tiny_models):
-    """On CPU the cells' convolutions are `layers.conv_plain_grads` (a custom VJP): XLA:CPU's
+    """On CPU the cells' convolutions are `convolutions.conv_plain_grads` (a custom VJP): XLA:CPU's
     own gradient convolutions inside the scan are 10-40x slower."""
     model, variables = tiny_models["predrnn"]
     frames = jnp.zeros((1, 6, 8, 8, 1))

@@ -14,11 +14,12 @@ from conftest import DATA, load_bundle
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.layers import (ConvApartBias, GroupNormSiLU, conv_plain_grads, depth_to_space,
-                                   conv_stride2_by_backend, conv_stride2_grads, depthwise_conv_lax,
-                                   depthwise_conv_taps, drop_path_rates, gelu,
-                                   gradient_stored, group_norm_silu,
-                                   group_norm_silu_plain)
+from tau_jax.models.convolutions import (ConvApartBias, conv_plain_grads, conv_stride2_by_backend,
+                                         conv_stride2_grads)
+from tau_jax.models.group_norm import (GroupNormSiLU, depth_to_space, group_norm_silu,
+                                       group_norm_silu_plain)
+from tau_jax.models.layers import (depthwise_conv_lax, depthwise_conv_taps, drop_path_rates, gelu,
+                                   gradient_stored)
 from tau_jax.models.translators.tau import large_kernel_geometry, se_hidden
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
@@ -200,7 +201,7 @@ def test_depthwise_formulations_agree_with_gradients():
 def test_group_norm_silu_equals_flax_with_gradients(shuffle):
     """GroupNormSiLU of x + shift (the shift being the convolution bias it folds in) against
     flax's modules, values and gradients of input, shift, scale and bias, in both its forms: the
-    written-out CPU one (layers.group_norm_silu; with a pixel shuffle it normalises before
+    written-out CPU one (group_norm.group_norm_silu; with a pixel shuffle it normalises before
     shuffling) and the plain one of other platforms (SimVP's upsampling layers at shuffle 2)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 5, 6, 8 * shuffle ** 2)), jnp.float32)
@@ -260,7 +261,7 @@ def test_conv_apart_bias_is_flax_conv():
                                                 ((6, 6), 1, 0), ((8, 8), 7, 3)])
 def test_stride2_conv_gradients_equal_lax(size, kernel, pad):
     """The stride-2 convolution whose input gradient goes through its space-to-depth form
-    (layers.conv_stride2_grads): values and gradients equal lax's for every kernel size and
+    (convolutions.conv_stride2_grads): values and gradients equal lax's for every kernel size and
     'same'-style padding it is used with."""
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)

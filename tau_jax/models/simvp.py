@@ -27,8 +27,9 @@ from tau_jax.models import openstl_names
 from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_model_pass,
                                    frames_predict, require_fields)
 from tau_jax.models.framing import NONE as NO_FRAMING
-from tau_jax.models.layers import (DW_IMPLS, ConvApartBias, GroupNormSiLU,
-                                   checked_roll_out)
+from tau_jax.models.convolutions import ConvApartBias
+from tau_jax.models.group_norm import GroupNormSiLU
+from tau_jax.models.layers import DW_IMPLS, checked_roll_out
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
 

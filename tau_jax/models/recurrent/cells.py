@@ -8,7 +8,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tau_jax.models.layers import conv_general_dilated_by_backend, torch_default_kernel_init
+from tau_jax.models.convolutions import conv_general_dilated_by_backend
+from tau_jax.models.layers import torch_default_kernel_init
 
 Dtype = Any
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tau_jax.models.layers import conv_general_dilated_by_backend
+from tau_jax.models.convolutions import conv_general_dilated_by_backend
 from tau_jax.models.recurrent.cells import FORGET_BIAS, CellBase, _Unused
 from tau_jax.models.recurrent.model import RecurrentModel
 

@@ -1,0 +1,207 @@
+"""Convolutions with written-out gradients for XLA:CPU, and a convolution whose bias comes apart.
+
+XLA:CPU computes some convolution gradients in forms its library kernels (YNNPACK) do not take;
+these compute the same values and gradients in forms they do (tested against lax). Programs
+compiled for GPU/TPU use lax's convolutions (`layers.on_cpu`, or the default backend where
+noted).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from tau_jax.models.layers import on_cpu
+
+Dtype = Any
+
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_plain_grads(x, kernel, padding: tuple):
+    """Stride-1 NHWC x HWIO convolution (as `lax.conv_general_dilated`) whose gradients avoid
+    the layouts XLA:CPU has no library kernel for: the input gradient is a convolution of dy
+    with the flipped, transposed kernel laid out as HWIO, and the kernel gradient a sum over taps
+    of matrix products, dW[i, j] = window(x, i, j)^T dy. Inside a `scan` backward XLA's own
+    gradient convolutions (kernel as 'oi', batch as features) run there 10-40x slower than the
+    forward pass (the PredRNN family; experiments/results/benchmark_predrnn_small_cpu_*.json).
+    Values and gradients equal the plain convolution's (tested)."""
+    return _conv(x, kernel, padding)
+
+
+def _conv(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_fwd(x, kernel, padding):
+    return _conv(x, kernel, padding), (x, kernel)
+
+
+def _conv_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    (top, bottom), (left, right) = padding
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    input_grad = _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom),
+                                     (kw - 1 - left, kw - 1 - right)))
+    ho, wo = dy.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    taps = [jnp.einsum("nhwc,nhwd->cd", xp[:, i:i + ho, j:j + wo], dy,
+                       preferred_element_type=jnp.promote_types(kernel.dtype, jnp.float32))
+            for i in range(kh) for j in range(kw)]
+    kernel_grad = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return input_grad.astype(x.dtype), kernel_grad
+
+
+conv_plain_grads.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _s2d_geometry(size: int, k: int, padding: tuple[int, int]):
+    """For one spatial axis of a stride-2 convolution (kernel k, padding (lo, hi)) over an
+    even `size`: the kernel's (front, back) zero padding and the stride-1 padding (lo, hi) of
+    the equivalent convolution on the 2x2 space-to-depth input, or None where it has no such
+    form (an odd size, or an output other than size / 2)."""
+    lo, hi = padding
+    if size % 2 or lo != hi or (size + lo + hi - k) // 2 + 1 != size // 2:
+        return None
+    front = lo % 2
+    taps = -(-(k + front) // 2)  # kernel side on the half-resolution grid
+    before = (front + lo) // 2
+    after = taps - 1 - before
+    if after < 0:
+        return None
+    return (front, 2 * taps - k - front), (before, after)
+
+
+def _space_to_depth(x):
+    """(N, H, W, C) -> (N, H/2, W/2, 4C), channel (p * 2 + q) * C + c holding x[2i + p, 2j + q, c]."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(
+        n, h // 2, w // 2, 4 * c)
+
+
+def _stride2_as_stride1(x, kernel, geometry):
+    """The stride-2 convolution of `x` rewritten as a stride-1 one on its space-to-depth: kernel
+    row a = 2 * di + p - front reads the half-resolution row offset di, sub-row p."""
+    (kernel_h, pad_h), (kernel_w, pad_w) = geometry
+    kh, kw, cin, cout = np.add(kernel.shape, (sum(kernel_h), sum(kernel_w), 0, 0))
+    k2 = jnp.pad(kernel, (kernel_h, kernel_w, (0, 0), (0, 0)))
+    k2 = k2.reshape(kh // 2, 2, kw // 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    return jax.lax.conv_general_dilated(_space_to_depth(x), k2.reshape(kh // 2, kw // 2, 4 * cin,
+                                                                        cout),
+                                        (1, 1), (pad_h, pad_w),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_stride2_grads(x, kernel, padding: tuple):
+    """Stride-2 NHWC x HWIO convolution (as `lax.conv_general_dilated`) whose input gradient is
+    that of the same convolution written as a stride-1 one on x's 2x2 space-to-depth: XLA:CPU
+    computes a strided convolution's input gradient by dilating the output gradient, a form its
+    YNNPACK kernels do not take (28 ms against 3 ms for SimVP's first downsampling layer in the
+    quickstart's train step at batch 16). Forward pass and kernel gradient stay XLA's (faster
+    in their own form). Call it only where `_s2d_geometry` has a form for both axes."""
+    return _conv_stride2(x, kernel, padding)
+
+
+def _conv_stride2(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_stride2_fwd(x, kernel, padding):
+    return _conv_stride2(x, kernel, padding), (x, kernel)
+
+
+def _conv_stride2_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    geometry = tuple(_s2d_geometry(size, k, pad)
+                     for size, k, pad in zip(x.shape[1:3], kernel.shape[:2], padding))
+    _, input_vjp = jax.vjp(lambda v: _stride2_as_stride1(v, kernel, geometry), x)
+    _, kernel_vjp = jax.vjp(lambda k: _conv_stride2(x, k, padding), kernel)
+    return input_vjp(dy)[0], kernel_vjp(dy)[0]
+
+
+conv_stride2_grads.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)
+
+
+def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
+    """Whether `dimension_numbers` say NHWC input, HWIO kernel, NHWC output (flax's)."""
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    return (jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, nhwc))
+
+
+def conv_stride2_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                            rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                            precision=None):
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: lowered
+    for CPU, 2-D NHWC stride-2 convolutions with a space-to-depth form go through
+    `conv_stride2_grads`; everything else, and every convolution lowered for GPU/TPU, through
+    lax (`on_cpu`: the platform the program is compiled for, so a TPU plan made on a CPU host
+    gets the TPU form)."""
+    def plain(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count,
+                                            precision=precision)
+
+    pads = None if isinstance(padding, str) else tuple(tuple(int(v) for v in p) for p in padding)
+    special = (lhs.ndim == 4 and feature_group_count == 1
+               and _is_nhwc(lhs, rhs, dimension_numbers)
+               and precision is None and pads is not None and tuple(window_strides) == (2, 2)
+               and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
+               and all(_s2d_geometry(size, k, pad) is not None
+                       for size, k, pad in zip(lhs.shape[1:3], rhs.shape[:2], pads)))
+    if not special:
+        return plain(lhs, rhs)
+    return on_cpu(lambda lhs, rhs: conv_stride2_grads(lhs, rhs, pads), plain, lhs, rhs)
+
+
+def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                  rhs_dilation=None, dimension_numbers=None,
+                                  feature_group_count=1, precision=None):
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: on CPU,
+    stride-1 2-D NHWC convolutions (flax's layout) go through `conv_plain_grads`; everything
+    else, and every convolution on GPU/TPU (cuDNN / the TPU compiler have fast weight gradients;
+    not measured against the taps there yet), through lax."""
+    plain = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+             and precision is None
+             and not isinstance(padding, str)
+             and all(d == 1 for d in tuple(window_strides) + (lhs_dilation or (1, 1))
+                     + (rhs_dilation or (1, 1))))
+    if not plain:
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count,
+                                            precision=precision)
+    return conv_plain_grads(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
+
+
+class ConvApartBias(nn.Module):
+    """`nn.Conv` (2-D, NHWC) with the same parameters, init and values, returning the
+    convolution and its bias apart so the caller adds the bias where it costs no pass over the
+    map (GroupNormSiLU's `shift`). Stride-2 convolutions go through `conv_stride2_by_backend`."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: Any = ((0, 0), (0, 0))
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv_stride2_by_backend(x, kernel, (self.strides, self.strides), self.padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y, bias
