@@ -25,8 +25,9 @@ def group_norm_silu(x, shift, scale, bias, groups: int, epsilon: float, blocks: 
     sub-pixel convolution's output before its pixel shuffle, which commutes with this function).
 
     Written out, gradients included, because left to autodiff XLA:CPU materialises the shifted,
-    normalised and activated maps and reduces them in separate passes, about 3x the time of
-    this form for SimVP's encoder and decoder layers (README, training speed). Here x + shift is
+    normalised and activated maps and reduces them in separate passes: forward and backward of
+    the quickstart's full-resolution layer (160 x 64 x 64 x 8) took 22 ms that way, 5 ms in this
+    form (isolated; README, training speed). Here x + shift is
     never stored: the statistics take the shift in closed form from per-channel sums of x, and
     so does its gradient (the convolution bias's, otherwise one more pass over the map). Only
     `x` and per-channel sums are kept for the backward pass, which recomputes the rest in the
