@@ -34,8 +34,9 @@ def conv_plain_grads(x, kernel, padding: tuple):
     return _conv(x, kernel, padding)
 
 
-def _conv(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
+def _conv(x, kernel, padding, stride: int = 1):
+    """The NHWC x HWIO convolution every function here computes or differentiates."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -93,10 +94,7 @@ def _stride2_as_stride1(x, kernel, geometry):
     kh, kw, cin, cout = np.add(kernel.shape, (sum(kernel_h), sum(kernel_w), 0, 0))
     k2 = jnp.pad(kernel, (kernel_h, kernel_w, (0, 0), (0, 0)))
     k2 = k2.reshape(kh // 2, 2, kw // 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-    return jax.lax.conv_general_dilated(_space_to_depth(x), k2.reshape(kh // 2, kw // 2, 4 * cin,
-                                                                        cout),
-                                        (1, 1), (pad_h, pad_w),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return _conv(_space_to_depth(x), k2.reshape(kh // 2, kw // 2, 4 * cin, cout), (pad_h, pad_w))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -107,16 +105,11 @@ def conv_stride2_grads(x, kernel, padding: tuple):
     YNNPACK kernels do not take (28 ms against 3 ms for SimVP's first downsampling layer in the
     quickstart's train step at batch 16). Forward pass and kernel gradient stay XLA's (faster
     in their own form). Call it only where `_s2d_geometry` has a form for both axes."""
-    return _conv_stride2(x, kernel, padding)
-
-
-def _conv_stride2(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return _conv(x, kernel, padding, 2)
 
 
 def _conv_stride2_fwd(x, kernel, padding):
-    return _conv_stride2(x, kernel, padding), (x, kernel)
+    return _conv(x, kernel, padding, 2), (x, kernel)
 
 
 def _conv_stride2_bwd(padding, residuals, dy):
@@ -124,7 +117,7 @@ def _conv_stride2_bwd(padding, residuals, dy):
     geometry = tuple(_s2d_geometry(size, k, pad)
                      for size, k, pad in zip(x.shape[1:3], kernel.shape[:2], padding))
     _, input_vjp = jax.vjp(lambda v: _stride2_as_stride1(v, kernel, geometry), x)
-    _, kernel_vjp = jax.vjp(lambda k: _conv_stride2(x, k, padding), kernel)
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, padding, 2), kernel)
     return input_vjp(dy)[0], kernel_vjp(dy)[0]
 
 
