@@ -179,7 +179,8 @@ class Predictor:
     def _fn(self, horizon: int, h: int, w: int):
         key = (horizon, h, w)
         if key not in self._fns:  # one compiled program per horizon and frame size
-            self._fns[key] = jax.jit(self._core(horizon, h, w))
+            self._fns[key] = jax.jit(self._core(horizon, h, w),
+                                     compiler_options=models.compiler_options(self.config.model))
         return self._fns[key]
 
     def predict(self, frames, horizon: int, batch_size: int = 16) -> np.ndarray:

@@ -12,7 +12,8 @@ from flax import linen as nn
 from conftest import DATA, load_bundle
 from tau_jax import config, models
 from tau_jax.convert import from_openstl
-from tau_jax.models import recurrent
+from tau_jax.models import convolutions, recurrent
+from tau_jax.models.layers import target_platform
 from tau_jax.models.recurrent import cells, sampling
 from tau_jax.models.recurrent import patches as rpatches
 from tau_jax.models.recurrent import model as rmodel
@@ -291,6 +292,84 @@ def test_cells_use_the_explicit_gradient_convolution_on_cpu(tiny_models):
     jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, frames, mask=jnp.ones((1, 2)))[0])(
         variables))
     assert jax.default_backend() == "cpu" and "custom_vjp_call" in jaxpr
+
+
+def test_collected_kernel_gradients_are_the_per_step_ones():
+    """The pairing convolutions.conv_collecting_kernel_grad / kernel_grad_collector (kernel
+    gradients summed over a scan after it) gives lax's gradients, float32 and bfloat16."""
+    steps, b, h, c = 5, 2, 6, 3
+    pad = ((1, 1), (1, 1))
+    kernel = jax.random.normal(jax.random.key(0), (3, 3, c, c)) * 0.3
+    xs = jax.random.normal(jax.random.key(1), (steps, b, h, h, c))
+
+    def loss(kernel, collect, dtype):
+        k = kernel.astype(dtype)
+        packs = convolutions.kernel_grad_collector(k, (steps, b, h, h), dtype, pad)
+
+        def body(state, inputs):
+            x, collector = inputs
+            if collect:
+                y = convolutions.conv_collecting_kernel_grad(state + x, k, collector, pad)
+            else:
+                y = jax.lax.conv_general_dilated(state + x, k, (1, 1), pad,
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return jnp.tanh(y), y
+
+        _, ys = jax.lax.scan(body, jnp.zeros((b, h, h, c), dtype), (xs.astype(dtype), packs))
+        return jnp.sum(jnp.square(ys.astype(jnp.float32)))
+
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)):
+        want = jax.value_and_grad(loss)(kernel, False, dtype)
+        got = jax.value_and_grad(loss)(kernel, True, dtype)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], want[1], rtol=tol, atol=tol * float(jnp.abs(want[1]).max()))
+
+
+@pytest.mark.parametrize("name", ["predrnnv2", "mim"])
+def test_training_pass_collects_kernel_gradients_on_cpu(name):
+    """A CPU training pass (train=True) computes the cells' k x k kernel gradients after the scan;
+    loss and every gradient equal the per-step computation's (train=False)."""
+    cfg = make_cfg(name, num_hidden=(4, 4, 4) if name == "mim" else (4, 4))
+    model, variables = models.build(cfg), fake_variables(cfg)
+    frames = jnp.asarray(np.random.default_rng(6).uniform(size=(2, 6, 8, 8, 1)), jnp.float32)
+    mask = jnp.full((2, model.num_mask_steps), 0.5)
+
+    def loss_fn(params, train):
+        out, aux = model.apply({"params": params}, frames, mask=mask, train=train)
+        return recurrent.recurrent_loss(out, frames, aux, 0.1)
+
+    (loss, grads), (loss_c, grads_c) = (jax.value_and_grad(loss_fn)(variables["params"], t)
+                                        for t in (False, True))
+    np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           grads_c, grads)
+
+
+@pytest.mark.parametrize("name,collected", [("predrnn", 8), ("predrnnv2", 8), ("convlstm", 4),
+                                            ("predrnnpp", 12), ("mim", 4 + 2 * 5 + 2 * 2)])
+def test_which_convolutions_collect(name, collected):
+    """Every k x k gate convolution of every cell (its `step_convs`) collects, in CPU training
+    passes only: not in eval passes, nor in programs traced for TPU."""
+    cfg = make_cfg(name, num_hidden=(4, 4, 4) if name == "mim" else (4, 4))
+    model, variables = models.build(cfg), fake_variables(cfg)
+    frames, mask = jnp.zeros((1, 6, 8, 8, 1)), jnp.ones((1, model.num_mask_steps))
+
+    def collectors(train):
+        jaxpr = jax.make_jaxpr(lambda v: model.apply(v, frames, mask=mask, train=train)[0])(variables)
+        return str(jaxpr).count("kernel_grad_collector")
+
+    assert collectors(True) == collected and collectors(False) == 0
+    with target_platform("tpu"):
+        assert collectors(True) == 0
+
+
+def test_compiler_options_follow_the_family_and_platform():
+    """The recurrent family compiles CPU programs without YNNPACK fusions (Eigen's convolutions);
+    other families and programs traced for TPU get XLA's defaults."""
+    assert models.compiler_options(make_cfg("predrnn")) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert models.compiler_options(models.default_config("tau")) is None
+    with target_platform("tpu"):
+        assert models.compiler_options(make_cfg("predrnn")) is None
 
 
 def test_decouple_term_properties():

@@ -20,7 +20,6 @@ CPU host keep to the CPU (`JAX_PLATFORMS=cpu`) when libtpu is installed.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import os
@@ -30,6 +29,7 @@ import jax
 import numpy as np
 
 from tau_jax import models
+from tau_jax.models.layers import target_platform
 from tau_jax.train import loop, optim
 from tau_jax.train.sharding import batch_sharding, local_batch_size, make_mesh
 from tau_jax.train.workdir import check_config
@@ -146,9 +146,6 @@ def plan(config, topology: str) -> dict:
     """Compile `config`'s train step for `topology`; the report described in the module
     docstring. A program that does not fit is reported (`fits` false), not raised."""
     check_config(config)
-    if config.model.get("dw_impl") == "auto":  # 'auto' resolves by the host's backend: a TPU's
-        config = copy.deepcopy(config)
-        config.model.dw_impl = "lax"
     model = models.build(config.model)
     generation, devices = topology_devices(topology)
     chip = CHIPS[generation]
@@ -157,7 +154,8 @@ def plan(config, topology: str) -> dict:
     local_batch_size(batch, mesh)
     tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
     abstract, shardings, _ = loop.state_template(config, tx, mesh)
-    step = loop.make_train_step(model, config, tx, shardings, mesh)
+    with target_platform("tpu"):  # choices made in Python follow the chip, not this host
+        step = loop.make_train_step(model, config, tx, shardings, mesh)
     t, h, w, c = (int(v) for v in config.model.in_shape)
     frames = jax.ShapeDtypeStruct((batch, t + int(config.model.out_frames), h, w, c), np.float32,
                                   sharding=batch_sharding(mesh))
@@ -174,7 +172,8 @@ def plan(config, topology: str) -> dict:
     cache = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
     try:
-        compiled = step.lower(abstract, frames).compile()
+        with target_platform("tpu"):
+            compiled = step.lower(abstract, frames).compile()
     except Exception as e:  # noqa: BLE001 - XlaRuntimeError: the program is too large for HBM
         if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
             raise

@@ -17,7 +17,7 @@ from flax import linen as nn
 from tau_jax.models import mmvp, phydnet, predformer, recurrent, simvp, swinlstm
 from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
 from tau_jax.models.framing import EDGE, Framing, Padding, pad_amounts
-from tau_jax.models.layers import chain_passes
+from tau_jax.models.layers import chain_passes, compiling_for_cpu
 
 FAMILIES: tuple[ModuleType, ...] = (simvp, recurrent, predformer, phydnet, swinlstm, mmvp)
 _FAMILY_OF = {name: family for family in FAMILIES for name in family.NAMES}
@@ -33,6 +33,14 @@ def family_of(name: str) -> ModuleType:
     if name not in _FAMILY_OF:
         raise ValueError(f"Unknown model.name {name!r}; known models: {names()}.")
     return _FAMILY_OF[name]
+
+
+def compiler_options(cfg) -> dict | None:
+    """XLA options for compiling model `cfg.name`'s programs (`jax.jit(compiler_options=...)`):
+    its family's CPU_COMPILER_OPTIONS when tracing for CPU (`layers.compiling_for_cpu`), else
+    None."""
+    options = family_of(cfg.name).CPU_COMPILER_OPTIONS
+    return dict(options) if options and compiling_for_cpu() else None
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:

@@ -44,13 +44,19 @@ def _conv_fwd(x, kernel, padding):
     return _conv(x, kernel, padding), (x, kernel)
 
 
-def _conv_bwd(padding, residuals, dy):
-    x, kernel = residuals
+def _input_grad(kernel, dy, padding):
+    """A stride-1 convolution's input gradient: dy convolved with the flipped kernel laid out
+    as HWIO (a form XLA:CPU gives its library kernels)."""
     kh, kw = kernel.shape[:2]
     (top, bottom), (left, right) = padding
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    input_grad = _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom),
-                                     (kw - 1 - left, kw - 1 - right)))
+    return _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+
+
+def _conv_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    input_grad = _input_grad(kernel, dy, padding)
     ho, wo = dy.shape[1:3]
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     taps = [jnp.einsum("nhwc,nhwd->cd", xp[:, i:i + ho, j:j + wo], dy,
@@ -61,6 +67,61 @@ def _conv_bwd(padding, residuals, dy):
 
 
 conv_plain_grads.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv_collecting_kernel_grad(x, kernel, collector, padding: tuple):
+    """Stride-1 NHWC x HWIO convolution of one recurrent step whose kernel gradient is computed
+    once for all steps, after the scan. Its backward pass returns the input gradient, a zero
+    kernel gradient, and -- as the gradient of `collector`, this step's slice of
+    `kernel_grad_collector(kernel, ...)` -- x and the output gradient dy packed along channels;
+    the collector's backward pass turns the packs of all steps into the kernel gradient. Only
+    that pairing gives the kernel its true gradient (tested against the plain convolution's).
+
+    Why: inside a scan's backward loop XLA:CPU computes kernel gradients slowly (its own
+    gradient convolution 10-40x slower there; `conv_plain_grads`' per-tap products 3/4 of the
+    small PredRNN's train step); one gradient convolution over all steps stacked as a batch
+    runs at its library kernels' speed."""
+    del collector
+    return _conv(x, kernel, padding)
+
+
+def _collecting_fwd(x, kernel, collector, padding):
+    del collector
+    return _conv(x, kernel, padding), (x, kernel)
+
+
+def _collecting_bwd(padding, residuals, dy):
+    x, kernel = residuals
+    pack = jnp.concatenate([x, dy.astype(x.dtype)], axis=-1)
+    return _input_grad(kernel, dy, padding).astype(x.dtype), jnp.zeros_like(kernel), pack
+
+
+conv_collecting_kernel_grad.defvjp(_collecting_fwd, _collecting_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def kernel_grad_collector(kernel, lead: tuple, dtype, padding: tuple):
+    """Zeros of shape lead + (C_in + C_out,) in `dtype`, sliced along the first axis (the steps)
+    into the `collector` of each step's `conv_collecting_kernel_grad` with this kernel (lead =
+    (steps, batch, height, width) of its input). Backward: the kernel gradient summed over all
+    steps, one gradient convolution with steps x batch as its batch (in float32 or wider)."""
+    return jnp.zeros((*lead, sum(kernel.shape[2:])), dtype)
+
+
+def _collector_fwd(kernel, lead, dtype, padding):
+    return kernel_grad_collector(kernel, lead, dtype, padding), kernel
+
+
+def _collector_bwd(lead, dtype, padding, kernel, packs):
+    wide = jnp.promote_types(packs.dtype, jnp.float32)
+    packs = packs.reshape(-1, *packs.shape[-3:]).astype(wide)
+    x, dy = packs[..., :kernel.shape[2]], packs[..., kernel.shape[2]:]
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, padding), kernel.astype(wide))
+    return (kernel_vjp(dy)[0].astype(kernel.dtype),)
+
+
+kernel_grad_collector.defvjp(_collector_fwd, _collector_bwd)
 
 
 def _s2d_geometry(size: int, k: int, padding: tuple[int, int]):

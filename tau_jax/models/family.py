@@ -31,6 +31,8 @@ up by `model.name` (`tau_jax.models.family_of`) and never name one. It defines:
     openstl_model(cfg) -> (module, class, args, kwargs)   OpenSTL's counterpart, if it has one
                               (None otherwise): `openstl.models.<module>.<class>(*args, **kwargs)`
 
+    CPU_COMPILER_OPTIONS      XLA options for the family's programs compiled for CPU
+                              (`tau_jax.models.compiler_options`); {} for most families
     OPENSTL_TWINS             ((copy prefix, canonical prefix), ...) of modules OpenSTL saves
                               twice (PhyDNet's); `tau_jax.convert` checks each copy equals its
                               twin and loads both into one parameter; () for most families
@@ -50,8 +52,9 @@ import numpy as np
 
 from tau_jax.models.layers import chain_passes
 
-SEAM = ("NAMES", "OPENSTL_FEED", "OPENSTL_TWINS", "model_config", "build", "example_inputs",
-        "loss", "predict", "model_pass", "frame_rule", "openstl_key", "openstl_model")
+SEAM = ("NAMES", "OPENSTL_FEED", "OPENSTL_TWINS", "CPU_COMPILER_OPTIONS", "model_config", "build",
+        "example_inputs", "loss", "predict", "model_pass", "frame_rule", "openstl_key",
+        "openstl_model")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
            "float64": jnp.float64}

@@ -6,6 +6,8 @@ initialised tau-jax model has the same parameter distributions as an OpenSTL one
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Any
@@ -61,7 +63,8 @@ DW_IMPLS = ("lax", "taps", "auto")
 
 
 def resolve_dw_impl(impl: str) -> str:
-    """'auto' picks the formulation measured fastest on the default backend.
+    """'auto' picks the formulation measured fastest on the platform traced for
+    (`compiling_for_cpu`).
 
     On CPU the shift-and-sum ('taps') form is several times faster than XLA's grouped convolution
     (experiments/results/depthwise_cpu.json). On GPU/TPU the grouped convolution stays the default
@@ -70,7 +73,7 @@ def resolve_dw_impl(impl: str) -> str:
     if impl not in DW_IMPLS:
         raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
     if impl == "auto":
-        return "taps" if jax.default_backend() == "cpu" else "lax"
+        return "taps" if compiling_for_cpu() else "lax"
     return impl
 
 
@@ -181,6 +184,27 @@ class DepthwiseConv(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Choices by platform
 # ----------------------------------------------------------------------------------------------
+
+_TARGET_PLATFORM = contextvars.ContextVar("target_platform", default=None)
+
+
+@contextlib.contextmanager
+def target_platform(platform: str):
+    """Trace for `platform` ('cpu', 'gpu' or 'tpu') whatever the host's default backend, for the
+    choices `compiling_for_cpu` makes; the TPU planner traces under `target_platform('tpu')`."""
+    token = _TARGET_PLATFORM.set(platform)
+    try:
+        yield
+    finally:
+        _TARGET_PLATFORM.reset(token)
+
+
+def compiling_for_cpu() -> bool:
+    """Whether the program being traced is for CPU: the `target_platform` in force, else the
+    default backend. For choices that change a program's shapes, which `on_cpu` cannot make (it
+    needs both branches to return the same shapes); prefer `on_cpu` elsewhere."""
+    return (_TARGET_PLATFORM.get() or jax.default_backend()) == "cpu"
+
 
 def on_cpu(cpu, other, *args):
     """`cpu(*args)` in a program compiled for CPU, `other(*args)` for GPU/TPU: the choice

@@ -270,6 +270,7 @@ class PredFormer(nn.Module):
 NAMES = ("predformer",)
 OPENSTL_FEED = "frames"
 OPENSTL_TWINS = ()  # OpenSTL saves no module twice
+CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults
 
 
 def model_config(name: str = "predformer") -> ml_collections.ConfigDict:

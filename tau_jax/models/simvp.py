@@ -159,6 +159,7 @@ NAMES = tuple(TRANSLATORS)
 ATTENTION_NAMES = ("timesformer", "tps")
 OPENSTL_FEED = "frames"
 OPENSTL_TWINS = ()  # OpenSTL saves no module twice
+CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults
 
 
 def model_config(name: str = "tau") -> ml_collections.ConfigDict:

@@ -31,7 +31,8 @@ def make_predict_step(model, config, mesh, padding=EDGE):
         return models.rollout(model, config.model, variables, frames[:, :t],
                               int(config.model.out_frames), framing.around)
 
-    return jax.jit(step, out_shardings=batch_sharding(mesh))
+    return jax.jit(step, out_shardings=batch_sharding(mesh),
+                   compiler_options=models.compiler_options(config.model))
 
 
 class EvaluationInterrupted(Exception):

@@ -111,7 +111,8 @@ def make_train_step(model, config, tx, state_shardings, mesh, steps_per_epoch=No
         return new, {"loss": loss, "grad_norm": global_norm(grads)}
 
     return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
-                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0,
+                   compiler_options=models.compiler_options(config.model))
 
 
 def global_norm(tree):

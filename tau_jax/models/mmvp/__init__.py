@@ -55,6 +55,7 @@ from tau_jax.models.mmvp.model import MMVP, mat_sizes
 NAMES = ("mmvp",)
 OPENSTL_FEED = "frames"
 OPENSTL_TWINS = ()  # OpenSTL saves no module twice
+CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults
 TRAIN_FEEDS = ("openstl", "inputs")
 
 

@@ -49,6 +49,7 @@ NAMES = ("phydnet",)
 OPENSTL_FEED = "frames"
 # (prefix of a registered copy, prefix of its canonical twin) in OpenSTL's state dict
 OPENSTL_TWINS = (("encoder.phycell.", "phycell."), ("encoder.convcell.", "convcell."))
+CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults (Eigen's convolutions not measured here)
 TEACHER_FORCING_DECAY = 0.003  # OpenSTL: ratio = max(0, 1 - 0.003 * current_epoch)
 
 

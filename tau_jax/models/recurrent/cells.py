@@ -3,12 +3,13 @@ PredRNN-V2's memory-decoupling term."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tau_jax.models.convolutions import conv_general_dilated_by_backend
+from tau_jax.models.convolutions import conv_collecting_kernel_grad, conv_general_dilated_by_backend
 from tau_jax.models.layers import torch_default_kernel_init
 
 Dtype = Any
@@ -16,12 +17,32 @@ Dtype = Any
 FORGET_BIAS = 1.0  # added inside the forget gates of the ST-LSTM cell (not a parameter)
 
 
-def conv_bias_free(features: int, kernel_size: int, dtype, param_dtype, name: str) -> nn.Conv:
-    """OpenSTL's RNN convolution: bias-free, stride 1, symmetric padding k//2, PyTorch init."""
-    p = kernel_size // 2
-    return nn.Conv(features, (kernel_size, kernel_size), padding=((p, p), (p, p)), use_bias=False,
-                   kernel_init=torch_default_kernel_init(), dtype=dtype, param_dtype=param_dtype,
-                   conv_general_dilated=conv_general_dilated_by_backend, name=name)
+class BiasFreeConv(nn.Module):
+    """OpenSTL's RNN convolution: bias-free, stride 1, symmetric padding k//2, PyTorch init
+    (nn.Conv's parameter and values). `__call__(x, collector=None)`: with a collector (a k x k
+    convolution's slice of `convolutions.kernel_grad_collector`, CPU training) the kernel
+    gradient is left to the collector; without, `conv_general_dilated_by_backend`."""
+
+    features: int
+    kernel_size: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, collector=None):
+        k, p = self.kernel_size, self.kernel_size // 2
+        kernel = self.param("kernel", torch_default_kernel_init(),
+                            (k, k, x.shape[-1], self.features), self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        padding = ((p, p), (p, p))
+        if collector is not None:
+            return conv_collecting_kernel_grad(x, kernel, collector, padding)
+        return conv_general_dilated_by_backend(x, kernel, (1, 1), padding,
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_bias_free(features: int, kernel_size: int, dtype, param_dtype, name: str) -> BiasFreeConv:
+    return BiasFreeConv(features, kernel_size, dtype, param_dtype, name=name)
 
 
 def spatial_layer_norm(dtype, param_dtype, name: str) -> nn.LayerNorm:
@@ -32,7 +53,12 @@ def spatial_layer_norm(dtype, param_dtype, name: str) -> nn.LayerNorm:
 
 
 class CellBase(nn.Module):
-    """Conv helpers shared by the ST-LSTM and ConvLSTM cells (names follow OpenSTL's keys)."""
+    """Conv helpers shared by the ST-LSTM and ConvLSTM cells (names follow OpenSTL's keys).
+
+    `step_convs` names the k x k gate convolutions a cell runs every step: the ones whose kernel
+    gradients a recurrent model can collect (`collectors`, {conv name: collector slice})."""
+
+    step_convs: ClassVar[tuple[str, ...]] = ()
 
     num_hidden: int
     filter_size: int = 5
@@ -40,9 +66,12 @@ class CellBase(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
-    def gate(self, x, features: int, name: str):
-        """k x k conv `name`, then (layer_norm) the LayerNorm `name`_ln."""
-        y = conv_bias_free(features, self.filter_size, self.dtype, self.param_dtype, name)(x)
+    def gate(self, x, features: int, name: str, collectors=None):
+        """k x k conv `name` (its kernel gradient left to collectors[name] if given), then
+        (layer_norm) the LayerNorm `name`_ln."""
+        collector = None if collectors is None else collectors[name]
+        y = conv_bias_free(features, self.filter_size, self.dtype, self.param_dtype,
+                           name)(x, collector)
         if self.layer_norm:
             y = spatial_layer_norm(self.dtype, self.param_dtype, f"{name}_ln")(y)
         return y
@@ -60,12 +89,14 @@ class SpatioTemporalLSTMCell(CellBase):
     the 1x1 conv_last act on [c', m'] (c' first). Forget bias 1.0 inside both forget gates.
     """
 
+    step_convs: ClassVar[tuple[str, ...]] = ("conv_x", "conv_h", "conv_m", "conv_o")
+
     @nn.compact
-    def __call__(self, x, h, c, m):
-        n = self.num_hidden
-        i_x, f_x, g_x, i_xp, f_xp, g_xp, o_x = jnp.split(self.gate(x, 7 * n, "conv_x"), 7, axis=-1)
-        i_h, f_h, g_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h"), 4, axis=-1)
-        i_m, f_m, g_m = jnp.split(self.gate(m, 3 * n, "conv_m"), 3, axis=-1)
+    def __call__(self, x, h, c, m, collectors=None):
+        n, gate = self.num_hidden, functools.partial(self.gate, collectors=collectors)
+        i_x, f_x, g_x, i_xp, f_xp, g_xp, o_x = jnp.split(gate(x, 7 * n, "conv_x"), 7, axis=-1)
+        i_h, f_h, g_h, o_h = jnp.split(gate(h, 4 * n, "conv_h"), 4, axis=-1)
+        i_m, f_m, g_m = jnp.split(gate(m, 3 * n, "conv_m"), 3, axis=-1)
 
         i = nn.sigmoid(i_x + i_h)
         f = nn.sigmoid(f_x + f_h + FORGET_BIAS)
@@ -80,7 +111,7 @@ class SpatioTemporalLSTMCell(CellBase):
         m_new = f_p * m + delta_m
 
         mem = jnp.concatenate([c_new, m_new], axis=-1)
-        o = nn.sigmoid(o_x + o_h + self.gate(mem, n, "conv_o"))
+        o = nn.sigmoid(o_x + o_h + gate(mem, n, "conv_o"))
         h_new = o * jnp.tanh(self.conv1x1(mem, n, "conv_last"))
         return h_new, c_new, m_new, delta_c, delta_m
 
@@ -104,11 +135,13 @@ class ConvLSTMCell(CellBase):
     """OpenSTL's ConvLSTMCell (HEAD): conv_x, conv_h k x k -> 4n chunks (i, f, g, o), no forget
     bias; c' = f*c + i*g, h' = o*tanh(c'). `__call__(x, h, c) -> (h', c')`, NHWC."""
 
+    step_convs: ClassVar[tuple[str, ...]] = ("conv_x", "conv_h")
+
     @nn.compact
-    def __call__(self, x, h, c):
+    def __call__(self, x, h, c, collectors=None):
         n, k = self.num_hidden, self.filter_size
-        i_x, f_x, g_x, o_x = jnp.split(self.gate(x, 4 * n, "conv_x"), 4, axis=-1)
-        i_h, f_h, g_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h"), 4, axis=-1)
+        i_x, f_x, g_x, o_x = jnp.split(self.gate(x, 4 * n, "conv_x", collectors), 4, axis=-1)
+        i_h, f_h, g_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h", collectors), 4, axis=-1)
         i = nn.sigmoid(i_x + i_h)
         f = nn.sigmoid(f_x + f_h)
         g = jnp.tanh(g_x + g_h)

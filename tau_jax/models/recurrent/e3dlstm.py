@@ -197,7 +197,7 @@ class E3DLSTM(RecurrentModel):
 
     def _step(self, carry, inputs):
         (hs, cs, hist, prev, t), x_gen = carry
-        frame, alpha = inputs
+        frame, alpha, _ = inputs  # no kernel-gradient collectors (`_collecting_cells` is empty)
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
         x3 = jnp.stack([prev, net], axis=1)

@@ -177,7 +177,7 @@ class MAU(RecurrentModel):
 
     def _step(self, carry, inputs):
         (ts, t_hist, s_hist), x_gen = carry
-        frame, alpha = inputs
+        frame, alpha, _ = inputs  # no kernel-gradient collectors (`_collecting_cells` is empty)
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
         if self.is_initializing():  # create the unused parameters

@@ -32,6 +32,9 @@ starts from S = 0, as OpenSTL's first call on a fresh model does.
 
 from __future__ import annotations
 
+import functools
+from typing import ClassVar
+
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -79,12 +82,14 @@ class _MIMSCell(CellBase):
         return jnp.asarray(self.param(name, nn.initializers.zeros, shape, self.param_dtype),
                            c.dtype)
 
-    def mims(self, x, h, c):
+    def mims(self, x, h, c, collectors):
         n = self.num_hidden
-        i_h, g_h, f_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h_concat"), 4, axis=-1)
+        i_h, g_h, f_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h_concat", collectors), 4,
+                                       axis=-1)
         ct = self._grid_param("ct_weight", c, 2 * n)
         i_c, f_c = jnp.split(jnp.concatenate([c, c], axis=-1) * ct, 2, axis=-1)
-        i_x, g_x, f_x, o_x = jnp.split(self.gate(x, 4 * n, "conv_x_concat"), 4, axis=-1)
+        i_x, g_x, f_x, o_x = jnp.split(self.gate(x, 4 * n, "conv_x_concat", collectors), 4,
+                                       axis=-1)
         i = nn.sigmoid(i_h + i_c + i_x)
         f = nn.sigmoid(f_h + f_c + f_x + FORGET_BIAS)
         c_new = f * c + i * jnp.tanh(g_h + g_x)
@@ -96,11 +101,13 @@ class _MIMSCell(CellBase):
 class MIMN(_MIMSCell):
     """OpenSTL's MIMN: `__call__(x, h, c) -> (h', c')` (_MIMSCell.mims); conv_last unused."""
 
+    step_convs: ClassVar[tuple[str, ...]] = ("conv_h_concat", "conv_x_concat")
+
     @nn.compact
-    def __call__(self, x, h, c):
+    def __call__(self, x, h, c, collectors=None):
         n = self.num_hidden
         _Unused((("kernel", (1, 1, 2 * n, n), "torch"),), self.param_dtype, name="conv_last")()
-        return self.mims(x, h, c)
+        return self.mims(x, h, c, collectors)
 
 
 class MIMBlock(_MIMSCell):
@@ -114,15 +121,18 @@ class MIMBlock(_MIMSCell):
       h' = sigma(o_x + o_t + o_s) tanh(conv_last([c', m']))
     """
 
+    step_convs: ClassVar[tuple[str, ...]] = ("conv_t_cc", "conv_s_cc", "conv_x_cc",
+                                             "conv_h_concat", "conv_x_concat")
+
     @nn.compact
-    def __call__(self, x, diff_h, h, c, m, s):
-        n = self.num_hidden
-        i_t, g_t, o_t = jnp.split(self.gate(h, 3 * n, "conv_t_cc"), 3, axis=-1)
-        i_s, g_s, f_s, o_s = jnp.split(self.gate(m, 4 * n, "conv_s_cc"), 4, axis=-1)
-        i_x, g_x, f_x, o_x = jnp.split(self.gate(x, 4 * n, "conv_x_cc"), 4, axis=-1)
+    def __call__(self, x, diff_h, h, c, m, s, collectors=None):
+        n, gate = self.num_hidden, functools.partial(self.gate, collectors=collectors)
+        i_t, g_t, o_t = jnp.split(gate(h, 3 * n, "conv_t_cc"), 3, axis=-1)
+        i_s, g_s, f_s, o_s = jnp.split(gate(m, 4 * n, "conv_s_cc"), 4, axis=-1)
+        i_x, g_x, f_x, o_x = jnp.split(gate(x, 4 * n, "conv_x_cc"), 4, axis=-1)
         m_new = (nn.sigmoid(f_x + f_s + FORGET_BIAS) * m
                  + nn.sigmoid(i_x + i_s) * jnp.tanh(g_x + g_s))
-        c_mims, s_new = self.mims(diff_h, c, s)
+        c_mims, s_new = self.mims(diff_h, c, s, collectors)
         c_new = c_mims + nn.sigmoid(i_x + i_t) * jnp.tanh(g_x + g_t)
         o = nn.sigmoid(o_x + o_t + o_s)
         h_new = o * jnp.tanh(self.conv1x1(jnp.concatenate([c_new, m_new], -1), n, "conv_last"))
@@ -151,17 +161,23 @@ class MIM(RecurrentModel):
         return (per_layer(), per_layer(), zeros(self.num_hidden[0]), diffs(), diffs(), diffs(),
                 jnp.zeros((), bool))
 
-    def _layers(self, x, state):
+    def _collecting_cells(self) -> dict:
+        return {cell.name: cell for cell in (*self.stlstm_layer, *self.stlstm_layer_diff)}
+
+    def _layers(self, x, state, collectors):
         hs, cs, m, ds, dcs, ss, started = state
         hs, cs, ds, dcs, ss = (list(v) for v in (hs, cs, ds, dcs, ss))
+        own = lambda cell: collectors and collectors[cell.name]  # noqa: E731
         preh = hs[0]
-        hs[0], cs[0], m, _, _ = self.stlstm_layer[0](x, hs[0], cs[0], m)
+        hs[0], cs[0], m, _, _ = self.stlstm_layer[0](x, hs[0], cs[0], m, own(self.stlstm_layer[0]))
         for i in range(1, len(self.stlstm_layer)):
             inp = hs[0] - preh if i == 1 else ds[i - 2]
-            d, dc = self.stlstm_layer_diff[i - 1](inp, ds[i - 1], dcs[i - 1])
+            diff = self.stlstm_layer_diff[i - 1]
+            d, dc = diff(inp, ds[i - 1], dcs[i - 1], own(diff))
             ds[i - 1] = jnp.where(started, d, ds[i - 1])  # step 0: MIMN output discarded
             dcs[i - 1] = jnp.where(started, dc, dcs[i - 1])
-            hs[i], cs[i], m, ss[i - 1] = self.stlstm_layer[i](hs[i - 1], ds[i - 1], hs[i], cs[i],
-                                                               m, ss[i - 1])
+            block = self.stlstm_layer[i]
+            hs[i], cs[i], m, ss[i - 1] = block(hs[i - 1], ds[i - 1], hs[i], cs[i], m, ss[i - 1],
+                                               own(block))
         state = (tuple(hs), tuple(cs), m, tuple(ds), tuple(dcs), tuple(ss), jnp.ones((), bool))
         return hs[-1], state, ()

@@ -20,7 +20,8 @@ import numpy as np
 from flax import linen as nn
 
 from tau_jax.models.framing import crop
-from tau_jax.models.layers import chain_passes
+from tau_jax.models.convolutions import kernel_grad_collector
+from tau_jax.models.layers import chain_passes, compiling_for_cpu
 from tau_jax.models.recurrent.cells import (ConvLSTMCell, SpatioTemporalLSTMCell, conv_bias_free,
                                            decouple_term)
 from tau_jax.models.recurrent.patches import reshape_patch, reshape_patch_back
@@ -36,7 +37,8 @@ class RecurrentModel(nn.Module):
     (or only the T inputs when mask is None), mask `(B, M)` (sampling.py), next_frames
     `(B, T+T'-1, H, W, C)` = predictions of frames 1..T+T'-1. Subclasses define the cells
     (`_zero_state`, `_layers`) in `setup` together with the 1x1 readout `conv_last`.
-    `train` is accepted for the common interface; these models behave the same in both modes.
+    The layers behave the same in both modes; `train` only lets a CPU training pass collect the
+    cells' kernel gradients over all steps (`_collectors`).
     """
 
     in_shape: Sequence[int]  # (T, H, W, C)
@@ -54,9 +56,15 @@ class RecurrentModel(nn.Module):
     def _zero_state(self, batch: int, dtype):
         raise NotImplementedError
 
-    def _layers(self, x, state):
-        """One time step through all layers: -> (top hidden, new state, per-step extras)."""
+    def _layers(self, x, state, collectors):
+        """One time step through all layers: -> (top hidden, new state, per-step extras).
+        `collectors`: None, or this step's {cell name: {conv name: collector slice}} for the
+        cells of `_collecting_cells` (pass each cell its own)."""
         raise NotImplementedError
+
+    def _collecting_cells(self) -> dict:
+        """{name: cell} of the cells whose `step_convs` kernel gradients are collected."""
+        return {}
 
     def _aux(self, extras) -> dict:
         return {}
@@ -97,17 +105,33 @@ class RecurrentModel(nn.Module):
                                  f"M = {kind}, one 0/1 flag per sample and step; got "
                                  f"{tuple(mask.shape)}.")
 
+    def _collectors(self, batch: int, dtype):
+        """For a training pass compiled for CPU: {cell name: {conv name: kernel_grad_collector}}
+        over the steps for each cell of `_collecting_cells` (their kernel gradients computed
+        after the scan, convolutions.conv_collecting_kernel_grad); else None. GPU/TPU programs
+        keep per-step gradients (not measured there yet)."""
+        cells = self._collecting_cells()
+        if not cells or self.filter_size == 1 or self.is_initializing() or not compiling_for_cpu():
+            return None
+        params = self.variables["params"]
+        hp, wp, _ = self.patch_grid
+        lead = (int(self.in_shape[0]) + self.out_frames - 1, batch, hp, wp)  # (steps, B, H/p, W/p)
+        p = self.filter_size // 2
+        return {name: {conv: kernel_grad_collector(jnp.asarray(params[name][conv]["kernel"], dtype),
+                                                   lead, dtype, ((p, p), (p, p)))
+                       for conv in cell.step_convs}
+                for name, cell in cells.items()}
+
     def _step(self, carry, inputs):
         state, x_gen = carry
-        frame, alpha = inputs
+        frame, alpha, collectors = inputs
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
-        h_top, state, extras = self._layers(net, state)
+        h_top, state, extras = self._layers(net, state, collectors)
         x_gen = self.conv_last(h_top)
         return (state, x_gen), (x_gen, extras)
 
     def __call__(self, frames, mask=None, train: bool = False):
-        del train  # no mode-dependent layers
         self._check_inputs(frames, mask)
         t_in = int(self.in_shape[0])
         total = t_in + self.out_frames
@@ -124,7 +148,8 @@ class RecurrentModel(nn.Module):
         alpha = jnp.concatenate([jnp.ones((batch, forced), dt), jnp.asarray(mask, dt)], axis=1)
 
         patches = reshape_patch(frames, self.patch_size)
-        xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T)
+        collectors = self._collectors(batch, dt) if train else None
+        xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T, collectors)
         hp, wp, pc = self.patch_grid
         carry = (self._zero_state(batch, dt), jnp.zeros((batch, hp, wp, pc), dt))
         step = nn.remat(type(self)._step, prevent_cse=False) if self.remat else type(self)._step
@@ -160,12 +185,16 @@ class PredRNN(RecurrentModel):
         cs = tuple(zeros(n) for n in self.num_hidden)
         return hs, cs, zeros(self.num_hidden[0])
 
-    def _layers(self, x, state):
+    def _collecting_cells(self) -> dict:
+        return {cell.name: cell for cell in self.cell_list}
+
+    def _layers(self, x, state, collectors):
         hs, cs, m = state
         hs, cs, terms = list(hs), list(cs), []
         for layer, cell in enumerate(self.cell_list):
             inp = x if layer == 0 else hs[layer - 1]
-            hs[layer], cs[layer], m, delta_c, delta_m = cell(inp, hs[layer], cs[layer], m)
+            hs[layer], cs[layer], m, delta_c, delta_m = cell(
+                inp, hs[layer], cs[layer], m, collectors and collectors[cell.name])
             if self.decouple:  # one adapter call on [delta_c; delta_m] stacked along the batch
                 dt = jnp.promote_types(delta_c.dtype, jnp.float32)
                 a_c, a_m = jnp.split(self.adapter(jnp.concatenate([delta_c, delta_m])), 2)
@@ -200,11 +229,15 @@ class ConvLSTM(RecurrentModel):
         cs = tuple(jnp.zeros((batch, hp, wp, n), dtype) for n in self.num_hidden)
         return hs, cs
 
-    def _layers(self, x, state):
+    def _collecting_cells(self) -> dict:
+        return {cell.name: cell for cell in self.cell_list}
+
+    def _layers(self, x, state, collectors):
         hs, cs = (list(s) for s in state)
         for layer, cell in enumerate(self.cell_list):
             inp = x if layer == 0 else hs[layer - 1]
-            hs[layer], cs[layer] = cell(inp, hs[layer], cs[layer])
+            hs[layer], cs[layer] = cell(inp, hs[layer], cs[layer],
+                                        collectors and collectors[cell.name])
         return hs[-1], (tuple(hs), tuple(cs)), ()
 
 

@@ -22,6 +22,9 @@ and applied to 2n).
 
 from __future__ import annotations
 
+import functools
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -62,20 +65,24 @@ class CausalLSTMCell(CellBase):
     1x1 conv_last on [c', m']. Forget bias 1.0 in both forget gates.
     """
 
+    step_convs: ClassVar[tuple[str, ...]] = ("conv_x", "conv_h", "conv_c", "conv_m", "conv_c2m",
+                                             "conv_om")
+
     @nn.compact
-    def __call__(self, x, h, c, m):
+    def __call__(self, x, h, c, m, collectors=None):
         n, k = self.num_hidden, self.filter_size
-        i_x, f_x, g_x, i_xp, f_xp, g_xp, o_x = jnp.split(self.gate(x, 7 * n, "conv_x"), 7, axis=-1)
-        i_h, f_h, g_h, o_h = jnp.split(self.gate(h, 4 * n, "conv_h"), 4, axis=-1)
-        i_c, f_c, g_c = jnp.split(self.gate(c, 3 * n, "conv_c"), 3, axis=-1)
-        i_m, f_m, m_m = jnp.split(self.gate(m, 3 * n, "conv_m"), 3, axis=-1)
+        gate = functools.partial(self.gate, collectors=collectors)
+        i_x, f_x, g_x, i_xp, f_xp, g_xp, o_x = jnp.split(gate(x, 7 * n, "conv_x"), 7, axis=-1)
+        i_h, f_h, g_h, o_h = jnp.split(gate(h, 4 * n, "conv_h"), 4, axis=-1)
+        i_c, f_c, g_c = jnp.split(gate(c, 3 * n, "conv_c"), 3, axis=-1)
+        i_m, f_m, m_m = jnp.split(gate(m, 3 * n, "conv_m"), 3, axis=-1)
 
         c_new = (nn.sigmoid(f_x + f_h + f_c + FORGET_BIAS) * c
                  + nn.sigmoid(i_x + i_h + i_c) * jnp.tanh(g_x + g_h + g_c))
-        i_c2, g_c2, f_c2, o_c2 = jnp.split(self.gate(c_new, 4 * n, "conv_c2m"), 4, axis=-1)
+        i_c2, g_c2, f_c2, o_c2 = jnp.split(gate(c_new, 4 * n, "conv_c2m"), 4, axis=-1)
         m_new = (nn.sigmoid(f_xp + f_m + f_c2 + FORGET_BIAS) * jnp.tanh(m_m)
                  + nn.sigmoid(i_xp + i_m + i_c2) * jnp.tanh(g_xp + g_c2))
-        o = jnp.tanh(o_x + o_h + o_c2 + self.gate(m_new, n, "conv_om"))
+        o = jnp.tanh(o_x + o_h + o_c2 + gate(m_new, n, "conv_om"))
         h_new = o * jnp.tanh(self.conv1x1(jnp.concatenate([c_new, m_new], -1), n, "conv_last"))
         # built, never used (parameter-count and checkpoint parity with OpenSTL)
         _Unused((("kernel", (k, k, 2 * n, n), "torch"),), self.param_dtype, name="conv_o")()
@@ -132,12 +139,16 @@ class PredRNNpp(RecurrentModel):
         n0 = self.num_hidden[0]
         return hs, cs, zeros(n0), zeros(n0)  # ..., memory m, highway state z
 
-    def _layers(self, x, state):
+    def _collecting_cells(self) -> dict:
+        return {cell.name: cell for cell in self.cell_list}
+
+    def _layers(self, x, state, collectors):
         hs, cs, m, z = state
         hs, cs = list(hs), list(cs)
-        hs[0], cs[0], m = self.cell_list[0](x, hs[0], cs[0], m)
+        own = lambda i: collectors and collectors[self.cell_list[i].name]  # noqa: E731
+        hs[0], cs[0], m = self.cell_list[0](x, hs[0], cs[0], m, own(0))
         z = self.gradient_highway(hs[0], z)
-        hs[1], cs[1], m = self.cell_list[1](z, hs[1], cs[1], m)
+        hs[1], cs[1], m = self.cell_list[1](z, hs[1], cs[1], m, own(1))
         for i in range(2, len(self.cell_list)):
-            hs[i], cs[i], m = self.cell_list[i](hs[i - 1], hs[i], cs[i], m)
+            hs[i], cs[i], m = self.cell_list[i](hs[i - 1], hs[i], cs[i], m, own(i))
         return hs[-1], (tuple(hs), tuple(cs), m, z), ()
