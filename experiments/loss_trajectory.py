@@ -8,11 +8,14 @@ PYTHONPATH pointing at it) and compare the two files:
     cd experiments && python loss_trajectory.py --config ../configs/mmnist/quickstart.py \
         --name loss_trajectory_quickstart_NEW
     python loss_trajectory.py --compare loss_trajectory_quickstart_OLD loss_trajectory_quickstart_NEW
+
+`--set model.num_hidden="(32, 32)"` (repeatable) overrides a config field with a Python literal.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 
 import jax
@@ -50,6 +53,8 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--name", help="results file name (experiments/results/NAME.json)")
     parser.add_argument("--compare", nargs=2, metavar="NAME", help="two results to compare")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field with a Python literal")
     args = parser.parse_args()
     if args.compare:
         a, b = (np.array(json.loads((RESULTS / f"{n}.json").read_text())["losses"])
@@ -59,8 +64,13 @@ def main():
         return
     config = load_config_file(args.config)
     config.data.batch_size = args.batch
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, field = key.split(".")
+        config[section][field] = ast.literal_eval(value)
     result = losses(config, args.steps)
-    print(write_result(args.name, {"config": args.config, "batch": args.batch, "losses": result}))
+    print(write_result(args.name, {"config": args.config, "batch": args.batch, "set": args.set,
+                                   "losses": result}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ is raised by `build`, before anything is initialised or compiled.
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 
 import jax
@@ -37,10 +38,22 @@ def family_of(name: str) -> ModuleType:
 
 def compiler_options(cfg) -> dict | None:
     """XLA options for compiling model `cfg.name`'s programs (`jax.jit(compiler_options=...)`):
-    its family's CPU_COMPILER_OPTIONS when tracing for CPU (`layers.compiling_for_cpu`), else
-    None."""
+    its family's CPU_COMPILER_OPTIONS when tracing for CPU (`layers.compiling_for_cpu`) and this
+    jaxlib's XLA takes them (they are experimental options; a jaxlib without them gets its
+    defaults, slower, not wrong), else None."""
     options = family_of(cfg.name).CPU_COMPILER_OPTIONS
-    return dict(options) if options and compiling_for_cpu() else None
+    if not options or not compiling_for_cpu():
+        return None
+    return dict(options) if _xla_takes(tuple(sorted(options.items()))) else None
+
+
+@functools.cache
+def _xla_takes(options: tuple) -> bool:
+    try:
+        jax.jit(jnp.sum, compiler_options=dict(options)).lower(jnp.zeros(2)).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:

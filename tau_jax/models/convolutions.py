@@ -2,8 +2,8 @@
 
 XLA:CPU computes some convolution gradients in forms its library kernels (YNNPACK) do not take;
 these compute the same values and gradients in forms they do (tested against lax). Programs
-compiled for GPU/TPU use lax's convolutions (`layers.on_cpu`, or the default backend where
-noted).
+compiled for GPU/TPU use lax's convolutions (`layers.on_cpu`, or `layers.compiling_for_cpu`
+where the choice changes shapes or custom-VJP structure).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models.layers import on_cpu
+from tau_jax.models.layers import compiling_for_cpu, on_cpu
 
 Dtype = Any
 
@@ -220,11 +220,11 @@ def conv_stride2_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None
 def conv_general_dilated_by_backend(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                   rhs_dilation=None, dimension_numbers=None,
                                   feature_group_count=1, precision=None):
-    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: on CPU,
-    stride-1 2-D NHWC convolutions (flax's layout) go through `conv_plain_grads`; everything
-    else, and every convolution on GPU/TPU (cuDNN / the TPU compiler have fast weight gradients;
-    not measured against the taps there yet), through lax."""
-    plain = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+    """`lax.conv_general_dilated`'s signature for `nn.Conv(conv_general_dilated=...)`: traced
+    for CPU (`compiling_for_cpu`), stride-1 2-D NHWC convolutions (flax's layout) go through
+    `conv_plain_grads`; everything else, and every convolution for GPU/TPU (cuDNN / the TPU
+    compiler have fast weight gradients; not measured against the taps there yet), through lax."""
+    plain = (compiling_for_cpu() and lhs.ndim == 4 and feature_group_count == 1
              and precision is None
              and not isinstance(padding, str)
              and all(d == 1 for d in tuple(window_strides) + (lhs_dilation or (1, 1))
