@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from tau_jax.models.convolutions import conv_general_dilated_by_backend
 from tau_jax.models.layers import nearest_index, torch_default_kernel_init
 from tau_jax.models.recurrent.model import RecurrentModel
 
@@ -94,6 +95,39 @@ def grid_layer_norm(dtype, param_dtype, name):
                         use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
+class FoldedConv3d(nn.Module):
+    """Bias-free nn.Conv with kernel (D, kh, kw) over (B, D_in, H, W, C), no depth padding,
+    spatial stride `stride` and padding (kh // 2, kw // 2), with D = D_in (one output slot) or
+    D = 1 (each slot alone), computed as a 2-D convolution of the slots stacked along channels
+    or along the batch. Same parameter `kernel` (D, kh, kw, C, F), init and values as nn.Conv;
+    the 2-D form gets XLA:CPU's fast gradient forms (`conv_general_dilated_by_backend`), where
+    the 3-D kernel gradients inside the scan's backward loop took most of the train step."""
+
+    features: int
+    kernel_size: tuple[int, int, int]
+    stride: int = 1
+    dtype: object = None
+    param_dtype: object = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        (d, kh, kw), (b, slots, h, w, c) = self.kernel_size, x.shape
+        kernel = self.param("kernel", torch_default_kernel_init(),
+                            (d, kh, kw, c, self.features), self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        if d == slots:  # one output slot: the D slots are D times the channels
+            x2 = jnp.moveaxis(x, 1, 3).reshape(b, h, w, d * c)
+            k2 = jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, d * c, self.features)
+        elif d == 1:  # each slot alone: slots join the batch
+            x2, k2 = x.reshape(b * slots, h, w, c), kernel[0]
+        else:
+            raise ValueError(f"FoldedConv3d takes kernel depth 1 or the input's ({slots}), got {d}.")
+        s = self.stride
+        y = conv_general_dilated_by_backend(x2, k2, (s, s), ((kh // 2,) * 2, (kw // 2,) * 2),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(b, slots // d, *y.shape[1:])
+
+
 def _split(x, parts):
     return jnp.split(x, parts, axis=-1)
 
@@ -133,10 +167,7 @@ class Eidetic3DLSTMCell(nn.Module):
 
     def tf_conv(self, x, features, name, kernel=(2, 5, 5), stride=None, norm=True):
         s = self.stride if stride is None else stride
-        pad = tuple((k // 2 if i else 0,) * 2 for i, k in enumerate(kernel))
-        y = nn.Conv(features, kernel, strides=(s, s, s), padding=pad, use_bias=False,
-                    kernel_init=torch_default_kernel_init(), dtype=self.dtype,
-                    param_dtype=self.param_dtype, name=name)(x)
+        y = FoldedConv3d(features, kernel, s, self.dtype, self.param_dtype, name=name)(x)
         y = nearest_resize(y, x.shape[1:4])
         if norm and self.layer_norm:
             y = grid_layer_norm(self.dtype, self.param_dtype, f"{name}_ln")(y)
@@ -176,10 +207,8 @@ class E3DLSTM(RecurrentModel):
     def setup(self):
         self.cell_list = [Eidetic3DLSTMCell(n, self.stride, bool(self.layer_norm), self.dtype,
                                             self.param_dtype) for n in self.num_hidden]
-        self.conv_last = nn.Conv(self.patch_grid[2], (WINDOW, 1, 1), strides=(WINDOW, 1, 1),
-                                 padding="VALID", use_bias=False,
-                                 kernel_init=torch_default_kernel_init(), dtype=self.dtype,
-                                 param_dtype=self.param_dtype)
+        self.conv_last = FoldedConv3d(self.patch_grid[2], (WINDOW, 1, 1), 1, self.dtype,
+                                      self.param_dtype)
 
     @property
     def num_steps(self) -> int:
