@@ -130,10 +130,11 @@ def measure_breakdown(model, config, state, frames, warmup: int, repeats: int,
     loss = functools.partial(loop.loss_fn, model, config)
     key = jax.random.key(0)
     args = (state.params, state.batch_stats, frames)
-    # compiled before the clock starts, as the train step is
-    forward = jax.jit(lambda p, b, x: loss(p, b, x, key, state.step)[0]).lower(*args).compile()
-    backward = jax.jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step),
-                                has_aux=True)).lower(*args).compile()
+    # compiled before the clock starts, with the train step's options, as the train step is
+    jit = functools.partial(jax.jit, compiler_options=models.compiler_options(config.model))
+    forward = jit(lambda p, b, x: loss(p, b, x, key, state.step)[0]).lower(*args).compile()
+    backward = jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step),
+                            has_aux=True)).lower(*args).compile()
     return {"forward_loss_s": _timed(lambda: forward(*args), warmup, repeats, steps),
             "forward_backward_s": _timed(lambda: backward(*args), warmup, repeats, steps)}
 

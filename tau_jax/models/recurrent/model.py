@@ -111,7 +111,7 @@ class RecurrentModel(nn.Module):
         after the scan, convolutions.conv_collecting_kernel_grad); else None. GPU/TPU programs
         keep per-step gradients (not measured there yet)."""
         cells = self._collecting_cells()
-        if not cells or self.filter_size == 1 or self.is_initializing() or not compiling_for_cpu():
+        if not cells or self.is_initializing() or not compiling_for_cpu():
             return None
         params = self.variables["params"]
         hp, wp, _ = self.patch_grid
