@@ -56,6 +56,14 @@ SEAM = ("NAMES", "OPENSTL_FEED", "OPENSTL_TWINS", "CPU_COMPILER_OPTIONS", "model
         "example_inputs", "loss", "predict", "model_pass", "frame_rule", "openstl_key",
         "openstl_model")
 
+# XLA:CPU options for families of recurrent convolution cells: YNNPACK for reductions only. At
+# the PredRNN cells' 5x5 convolutions (16x16 patch grids, 16-224 channels) XLA:CPU's Eigen
+# convolutions run 1.3-1.9x faster than YNNPACK's (as fast as PyTorch's oneDNN); reductions stay
+# YNNPACK's (XLA's own sums a loss's mean in float32 in order: 1.4e-5 relative error against
+# 1.4e-8). SimVP's 3x3 convolutions want YNNPACK (quickstart step 300 -> 420 ms without it),
+# hence a family's choice.
+EIGEN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
            "float64": jnp.float64}
 

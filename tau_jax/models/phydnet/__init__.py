@@ -40,7 +40,8 @@ import numpy as np
 from flax import linen as nn
 
 from tau_jax.models import openstl_names
-from tau_jax.models.family import (check_in_shape, identity, require_fields, resolve_dtype)
+from tau_jax.models.family import (EIGEN_CONVOLUTIONS, check_in_shape, identity, require_fields,
+                                   resolve_dtype)
 from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.layers import chain_passes
 from tau_jax.models.phydnet.model import PhyDNet, moment_loss
@@ -49,7 +50,7 @@ NAMES = ("phydnet",)
 OPENSTL_FEED = "frames"
 # (prefix of a registered copy, prefix of its canonical twin) in OpenSTL's state dict
 OPENSTL_TWINS = (("encoder.phycell.", "phycell."), ("encoder.convcell.", "convcell."))
-CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults (Eigen's convolutions not measured here)
+CPU_COMPILER_OPTIONS = EIGEN_CONVOLUTIONS  # train step at batch 2: 2.36 -> 2.22 s
 TEACHER_FORCING_DECAY = 0.003  # OpenSTL: ratio = max(0, 1 - 0.003 * current_epoch)
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from flax import linen as nn
 
 from tau_jax.models import openstl_names
-from tau_jax.models.family import check_in_shape, identity, require_fields, resolve_dtype
+from tau_jax.models.family import (EIGEN_CONVOLUTIONS, check_in_shape, identity, require_fields,
+                                   resolve_dtype)
 from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.recurrent import e3dlstm, mau, mim, predrnnpp
 from tau_jax.models.recurrent.model import ConvLSTM, PredRNN, PredRNNv2, rollout
@@ -28,12 +29,7 @@ from tau_jax.models.recurrent.sampling import mask_from_config, mask_length
 NAMES = ("predrnn", "predrnnv2", "convlstm", "predrnnpp", "mim", "e3dlstm", "mau")
 OPENSTL_FEED = "patches"
 OPENSTL_TWINS = ()  # OpenSTL saves no module twice
-# YNNPACK for reductions only: at the cells' 5x5 convolutions (16x16 patch grids, 16-224
-# channels) XLA:CPU's Eigen convolutions run 1.3-1.9x faster than YNNPACK's (as fast as PyTorch's
-# oneDNN): the small PredRNN's train step 420 -> 310 ms. Reductions stay YNNPACK's: XLA's own
-# sums a loss's mean in float32 in order (1.4e-5 relative error against 1.4e-8). SimVP's 3x3
-# convolutions want YNNPACK (the quickstart step 300 -> 420 ms without it), hence per family.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+CPU_COMPILER_OPTIONS = EIGEN_CONVOLUTIONS  # the small PredRNN's train step 420 -> 310 ms
 _MODULES = {"predrnn": PredRNN, "predrnnv2": PredRNNv2, "convlstm": ConvLSTM,
             "predrnnpp": predrnnpp.PredRNNpp, "mim": mim.MIM, "e3dlstm": e3dlstm.E3DLSTM,
             "mau": mau.MAU}
