@@ -144,7 +144,14 @@ def collectives(hlo_text: str) -> dict:
 
 def plan(config, topology: str) -> dict:
     """Compile `config`'s train step for `topology`; the report described in the module
-    docstring. A program that does not fit is reported (`fits` false), not raised."""
+    docstring. A program that does not fit is reported (`fits` false), not raised. Traced under
+    `target_platform('tpu')`: choices made in Python while tracing follow the chip, not this
+    host."""
+    with target_platform("tpu"):
+        return _plan(config, topology)
+
+
+def _plan(config, topology: str) -> dict:
     check_config(config)
     model = models.build(config.model)
     generation, devices = topology_devices(topology)
@@ -154,8 +161,7 @@ def plan(config, topology: str) -> dict:
     local_batch_size(batch, mesh)
     tx, _ = optim.create_optimizer(config.optim, 1, config.train.epochs)
     abstract, shardings, _ = loop.state_template(config, tx, mesh)
-    with target_platform("tpu"):  # choices made in Python follow the chip, not this host
-        step = loop.make_train_step(model, config, tx, shardings, mesh)
+    step = loop.make_train_step(model, config, tx, shardings, mesh)
     t, h, w, c = (int(v) for v in config.model.in_shape)
     frames = jax.ShapeDtypeStruct((batch, t + int(config.model.out_frames), h, w, c), np.float32,
                                   sharding=batch_sharding(mesh))
@@ -172,8 +178,7 @@ def plan(config, topology: str) -> dict:
     cache = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
     try:
-        with target_platform("tpu"):
-            compiled = step.lower(abstract, frames).compile()
+        compiled = step.lower(abstract, frames).compile()
     except Exception as e:  # noqa: BLE001 - XlaRuntimeError: the program is too large for HBM
         if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
             raise

@@ -41,10 +41,6 @@ class BiasFreeConv(nn.Module):
                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def conv_bias_free(features: int, kernel_size: int, dtype, param_dtype, name: str) -> BiasFreeConv:
-    return BiasFreeConv(features, kernel_size, dtype, param_dtype, name=name)
-
-
 def spatial_layer_norm(dtype, param_dtype, name: str) -> nn.LayerNorm:
     """PyTorch LayerNorm([C, H, W]) in NHWC: statistics and affine over (H, W, C), eps 1e-5."""
     axes = (-3, -2, -1)
@@ -70,14 +66,14 @@ class CellBase(nn.Module):
         """k x k conv `name` (its kernel gradient left to collectors[name] if given), then
         (layer_norm) the LayerNorm `name`_ln."""
         collector = None if collectors is None else collectors[name]
-        y = conv_bias_free(features, self.filter_size, self.dtype, self.param_dtype,
-                           name)(x, collector)
+        y = BiasFreeConv(features, self.filter_size, self.dtype, self.param_dtype,
+                         name=name)(x, collector)
         if self.layer_norm:
             y = spatial_layer_norm(self.dtype, self.param_dtype, f"{name}_ln")(y)
         return y
 
     def conv1x1(self, x, features: int, name: str):
-        return conv_bias_free(features, 1, self.dtype, self.param_dtype, name)(x)
+        return BiasFreeConv(features, 1, self.dtype, self.param_dtype, name=name)(x)
 
 
 class SpatioTemporalLSTMCell(CellBase):

@@ -22,8 +22,8 @@ from flax import linen as nn
 from tau_jax.models.framing import crop
 from tau_jax.models.convolutions import kernel_grad_collector
 from tau_jax.models.layers import chain_passes, compiling_for_cpu
-from tau_jax.models.recurrent.cells import (ConvLSTMCell, SpatioTemporalLSTMCell, conv_bias_free,
-                                           decouple_term)
+from tau_jax.models.recurrent.cells import (BiasFreeConv, CellBase, ConvLSTMCell,
+                                           SpatioTemporalLSTMCell, decouple_term)
 from tau_jax.models.recurrent.patches import reshape_patch, reshape_patch_back
 from tau_jax.models.recurrent.sampling import inference_mask, mask_length
 
@@ -63,8 +63,9 @@ class RecurrentModel(nn.Module):
         raise NotImplementedError
 
     def _collecting_cells(self) -> dict:
-        """{name: cell} of the cells whose `step_convs` kernel gradients are collected."""
-        return {}
+        """{name: cell} of the cells whose `step_convs` kernel gradients are collected: by
+        default the ST-LSTM lineage's cells (`CellBase`) of `cell_list`."""
+        return {cell.name: cell for cell in self.cell_list if isinstance(cell, CellBase)}
 
     def _aux(self, extras) -> dict:
         return {}
@@ -85,7 +86,7 @@ class RecurrentModel(nn.Module):
                     dtype=self.dtype, param_dtype=self.param_dtype)
 
     def _readout(self):
-        return conv_bias_free(self.patch_grid[2], 1, self.dtype, self.param_dtype, "conv_last")
+        return BiasFreeConv(self.patch_grid[2], 1, self.dtype, self.param_dtype, name="conv_last")
 
     def _check_inputs(self, frames, mask):
         t_in, h, w, c = (int(v) for v in self.in_shape)
@@ -176,7 +177,7 @@ class PredRNN(RecurrentModel):
         self.conv_last = self._readout()
         if self.decouple:
             n0 = self.num_hidden[0]
-            self.adapter = conv_bias_free(n0, 1, self.dtype, self.param_dtype, "adapter")
+            self.adapter = BiasFreeConv(n0, 1, self.dtype, self.param_dtype, name="adapter")
 
     def _zero_state(self, batch, dtype):
         hp, wp, _ = self.patch_grid
@@ -184,9 +185,6 @@ class PredRNN(RecurrentModel):
         hs = tuple(zeros(n) for n in self.num_hidden)
         cs = tuple(zeros(n) for n in self.num_hidden)
         return hs, cs, zeros(self.num_hidden[0])
-
-    def _collecting_cells(self) -> dict:
-        return {cell.name: cell for cell in self.cell_list}
 
     def _layers(self, x, state, collectors):
         hs, cs, m = state
@@ -228,9 +226,6 @@ class ConvLSTM(RecurrentModel):
         hs = tuple(jnp.zeros((batch, hp, wp, n), dtype) for n in self.num_hidden)
         cs = tuple(jnp.zeros((batch, hp, wp, n), dtype) for n in self.num_hidden)
         return hs, cs
-
-    def _collecting_cells(self) -> dict:
-        return {cell.name: cell for cell in self.cell_list}
 
     def _layers(self, x, state, collectors):
         hs, cs = (list(s) for s in state)

@@ -139,9 +139,6 @@ class PredRNNpp(RecurrentModel):
         n0 = self.num_hidden[0]
         return hs, cs, zeros(n0), zeros(n0)  # ..., memory m, highway state z
 
-    def _collecting_cells(self) -> dict:
-        return {cell.name: cell for cell in self.cell_list}
-
     def _layers(self, x, state, collectors):
         hs, cs, m, z = state
         hs, cs = list(hs), list(cs)
