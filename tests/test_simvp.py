@@ -91,7 +91,7 @@ def max_rel(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
 
 
-@pytest.mark.parametrize("dw_impl", ["lax", "taps"])
+@pytest.mark.parametrize("dw_impl", ["lax", "taps", "kernel"])
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundle_float64(name, dw_impl, x64):
     cfg, state_dict, x, y_eval, y_train = bundle_model(

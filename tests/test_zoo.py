@@ -80,7 +80,7 @@ def test_openstl_weights_reproduce_openstl_outputs_float64(bundle, x64):
 
 @pytest.mark.parametrize("name", WITH_DEPTHWISE)
 def test_grouped_convolution_form_gives_the_same_outputs(name, x64):
-    """dw_impl 'lax' (XLA's grouped conv, the GPU/TPU default) as well as 'taps' (the CPU's)."""
+    """dw_impl 'lax' (XLA's grouped conv, the GPU/TPU default) as well as the CPU's 'kernel'."""
     cfg, state_dict, _, x, y_eval, y_train = load(f"simvp_{name}_4x1x16x16", dw_impl="lax")
     out_eval, out_train = eval_and_train_outputs(cfg, from_openstl(cfg, state_dict), x)
     assert max_rel(out_eval, y_eval) < 1e-6 and max_rel(out_train, y_train) < 1e-6

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from tau_jax.models import cpu_depthwise
+
 Dtype = Any
 
 
@@ -59,22 +61,35 @@ def torch_default_conv(features: int, kernel_size: Sequence[int], in_features: i
 # Depthwise convolution with two interchangeable formulations
 # ----------------------------------------------------------------------------------------------
 
-DW_IMPLS = ("lax", "taps", "auto")
+DW_IMPLS = ("lax", "taps", "kernel", "auto")
 
 
-def resolve_dw_impl(impl: str) -> str:
+def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
     """'auto' picks the formulation measured fastest on the platform traced for
     (`compiling_for_cpu`).
 
-    On CPU the shift-and-sum ('taps') form is several times faster than XLA's grouped convolution
+    On CPU: the C++ custom calls ('kernel', `cpu_depthwise`) for float32/float64 where they build,
+    else the shift-and-sum ('taps') form, several times faster than XLA's grouped convolution
     (experiments/results/depthwise_cpu.json). On GPU/TPU the grouped convolution stays the default
-    until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise.
+    until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise. Inside
+    `portable_program()` 'kernel' gives way to 'taps' (same values).
     """
     if impl not in DW_IMPLS:
         raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
-    if impl == "auto":
-        return "taps" if compiling_for_cpu() else "lax"
-    return impl
+    if impl in ("lax", "taps"):
+        return impl
+    if not compiling_for_cpu():
+        if impl == "kernel":
+            raise ValueError("model.dw_impl='kernel' runs on CPU only; use 'auto' on GPU/TPU.")
+        return "lax"
+    if _PORTABLE.get():
+        return "taps"
+    if jnp.dtype(dtype) in cpu_depthwise.DTYPES and cpu_depthwise.available():
+        return "kernel"
+    if impl == "kernel":
+        raise ValueError(f"model.dw_impl='kernel' needs float32 or float64 (got {jnp.dtype(dtype)}) "
+                         "and a C++ compiler (see the warning above); use 'auto'.")
+    return "taps"
 
 
 def depthwise_conv_lax(x, kernel, dilation: int, padding: int):
@@ -177,7 +192,8 @@ class DepthwiseConv(nn.Module):
         bias = self.param("bias", self.bias_init or torch_default_bias_init(fan_in), (channels,),
                           self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        conv = depthwise_conv_taps if resolve_dw_impl(self.impl) == "taps" else depthwise_conv_lax
+        conv = {"lax": depthwise_conv_lax, "taps": depthwise_conv_taps,
+                "kernel": cpu_depthwise.depthwise_conv}[resolve_dw_impl(self.impl, x.dtype)]
         return conv(x, kernel, self.dilation, self.padding) + bias
 
 
@@ -197,6 +213,20 @@ def target_platform(platform: str):
         yield
     finally:
         _TARGET_PLATFORM.reset(token)
+
+
+_PORTABLE = contextvars.ContextVar("portable_program", default=False)
+
+
+@contextlib.contextmanager
+def portable_program():
+    """Trace without this library's custom calls (`cpu_depthwise`), for programs run where the
+    library is absent (`Predictor.export`)."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
 
 
 def compiling_for_cpu() -> bool:

@@ -29,7 +29,7 @@ from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames
 from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.convolutions import ConvApartBias
 from tau_jax.models.group_norm import GroupNormSiLU
-from tau_jax.models.layers import DW_IMPLS, checked_roll_out
+from tau_jax.models.layers import checked_roll_out, resolve_dw_impl
 from tau_jax.models.translators import TRANSLATORS
 from tau_jax.models.translators.metaformer import pointwise
 
@@ -181,7 +181,8 @@ def model_config(name: str = "tau") -> ml_collections.ConfigDict:
     m.drop = 0.0                      # dropout in the MLPs (and after attention projections)
     m.drop_path = 0.0                 # stochastic depth of the last translator block
     m.drop_path_schedule = "openstl"  # 'openstl': linspace(0.01, drop_path); 'linear': (0, drop_path)
-    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'auto' (backend)
+    m.dw_impl = "auto"                # depthwise convs: 'lax' (grouped conv), 'taps', 'kernel' (C++,
+                                      # CPU), 'auto' (fastest built for the backend)
     m.dtype = "float32"               # compute dtype: 'float32', 'bfloat16', 'float64' (needs x64)
     m.param_dtype = "float32"         # parameter storage dtype
     if name in ATTENTION_NAMES:
@@ -213,8 +214,7 @@ def check_config(cfg) -> None:
         raise ValueError(f"model.out_frames must be >= 1, got {cfg.out_frames}.")
     if cfg.name != "incepu" and cfg.mlp_ratio <= 1:
         raise ValueError(f"model.mlp_ratio must be > 1, got {cfg.mlp_ratio}.")
-    if cfg.dw_impl not in DW_IMPLS:
-        raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {cfg.dw_impl!r}.")
+    resolve_dw_impl(cfg.dw_impl, cfg.dtype)  # an unknown name, or 'kernel' where it cannot run
     if cfg.drop_path_schedule not in ("openstl", "linear"):
         raise ValueError("model.drop_path_schedule must be 'openstl' or 'linear', got "
                          f"{cfg.drop_path_schedule!r}.")
