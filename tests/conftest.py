@@ -34,6 +34,15 @@ def load_bundle(name: str):
     return meta, arrays, state_dict
 
 
+def require_cpu_kernel():
+    """The C++ depthwise kernel must build wherever a compiler is; without one only the fallback
+    to XLA's form can be tested (tests/test_cpu_depthwise.py)."""
+    from tau_jax.models import cpu_depthwise
+    if cpu_depthwise._compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the kernel cannot be built here")
+    assert cpu_depthwise.available()
+
+
 @pytest.fixture
 def x64():
     """Run a test with float64 enabled (OpenSTL bundles are float64)."""

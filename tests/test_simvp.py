@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import DATA, load_bundle
+from conftest import DATA, load_bundle, require_cpu_kernel
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
@@ -94,6 +94,8 @@ def max_rel(a, b):
 @pytest.mark.parametrize("dw_impl", ["lax", "taps", "kernel"])
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundle_float64(name, dw_impl, x64):
+    if dw_impl == "kernel":
+        require_cpu_kernel()
     cfg, state_dict, x, y_eval, y_train = bundle_model(
         name, dtype="float64", param_dtype="float64", dw_impl=dw_impl)
     variables = from_openstl(cfg, state_dict)

@@ -7,8 +7,11 @@ machine with the system C++ compiler against the installed jaxlib's FFI headers 
 `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a working compiler `available()` is False,
 after one warning, and `DepthwiseConv` keeps the XLA form: same values, slower.
 
-Under a sharded program the calls split over batch and channels (`custom_partitioning`); height and
-width are gathered, as a convolution's halo needs them.
+XLA's partitioner cannot split an opaque custom call: in a program sharded over several CPU
+devices (`jax_num_cpu_devices`) each device gathers the whole batch for these calls (same values).
+`jax.experimental.custom_partitioning` would split them, but it puts a Python pointer into every
+program, which then never hits JAX's persistent compilation cache (the warm test suite took
+11.6 min with it).
 """
 import ctypes
 import functools
@@ -24,9 +27,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 SOURCE = Path(__file__).with_name("cpu_depthwise.cc")
 TARGETS = {"tau_jax_depthwise_forward": "DepthwiseForward",
@@ -94,7 +94,7 @@ def available() -> bool:
         library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"tau-jax: the CPU depthwise-convolution kernel could not be built ({error}); "
-                      "using XLA's form, which trains SimVP models about 15% slower.", stacklevel=2)
+                      "using XLA's form, which trains SimVP models up to ~20% slower.", stacklevel=2)
         return False
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
@@ -106,7 +106,7 @@ def _attrs(dilation: int, padding: int) -> dict:
     return dict(dilation=np.int64(dilation), padding=np.int64(padding))
 
 
-def _forward_call(dilation, padding, x, kernel):
+def _forward(dilation, padding, x, kernel):
     """Output size from the padding, as `lax.conv` with symmetric padding."""
     kh, kw = kernel.shape[:2]
     out_h, out_w = (n + 2 * padding - dilation * (k - 1) for n, k in zip(x.shape[1:3], (kh, kw)))
@@ -114,65 +114,10 @@ def _forward_call(dilation, padding, x, kernel):
     return jax.ffi.ffi_call("tau_jax_depthwise_forward", out)(x, kernel, **_attrs(dilation, padding))
 
 
-def _kernel_grad_call(dilation, padding, kernel_hw, x, g):
+def _kernel_grad(dilation, padding, kernel_hw, x, g):
     out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3]), x.dtype)
     return jax.ffi.ffi_call("tau_jax_depthwise_kernel_grad", out)(x, g,
                                                                   **_attrs(dilation, padding))
-
-
-def _split(mesh, spec):
-    """(batch axes, channel axes) of an NHWC operand's partition spec."""
-    spec = tuple(spec) + (None,) * (4 - len(tuple(spec)))
-    return spec[0], spec[3]
-
-
-@functools.partial(custom_partitioning, static_argnums=(0, 1))
-def _forward(dilation, padding, x, kernel):
-    return _forward_call(dilation, padding, x, kernel)
-
-
-def _forward_partition(dilation, padding, mesh, arg_shapes, result_shape):
-    batch, channels = _split(mesh, arg_shapes[0].sharding.spec)
-    x_sharding = NamedSharding(mesh, P(batch, None, None, channels))
-    k_sharding = NamedSharding(mesh, P(None, None, channels))
-    return (mesh, functools.partial(_forward_call, dilation, padding), x_sharding,
-            (x_sharding, k_sharding))
-
-
-def _forward_infer(dilation, padding, mesh, arg_shapes, result_shape):
-    batch, channels = _split(mesh, arg_shapes[0].sharding.spec)
-    return NamedSharding(mesh, P(batch, None, None, channels))
-
-
-_forward.def_partition(partition=_forward_partition, infer_sharding_from_operands=_forward_infer,
-                       sharding_rule="b h w c, i j c -> b o q c",
-                       need_replication_factors=("h", "w", "i", "j", "o", "q"))
-
-
-@functools.partial(custom_partitioning, static_argnums=(0, 1, 2))
-def _kernel_grad(dilation, padding, kernel_hw, x, g):
-    return _kernel_grad_call(dilation, padding, kernel_hw, x, g)
-
-
-def _kernel_grad_partition(dilation, padding, kernel_hw, mesh, arg_shapes, result_shape):
-    batch, channels = _split(mesh, arg_shapes[0].sharding.spec)
-    operand = NamedSharding(mesh, P(batch, None, None, channels))
-
-    def local(x, g):
-        dk = _kernel_grad_call(dilation, padding, kernel_hw, x, g)
-        return dk if batch is None else jax.lax.psum(dk, batch)
-
-    return mesh, local, NamedSharding(mesh, P(None, None, channels)), (operand, operand)
-
-
-def _kernel_grad_infer(dilation, padding, kernel_hw, mesh, arg_shapes, result_shape):
-    return NamedSharding(mesh, P(None, None, _split(mesh, arg_shapes[0].sharding.spec)[1]))
-
-
-_kernel_grad.def_partition(partition=_kernel_grad_partition,
-                           infer_sharding_from_operands=_kernel_grad_infer,
-                           sharding_rule="b h w c, b o q c -> i j c", reduction_factors=("b",),
-                           need_replication_factors=("h", "w", "o", "q"))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

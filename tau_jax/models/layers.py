@@ -58,7 +58,7 @@ def torch_default_conv(features: int, kernel_size: Sequence[int], in_features: i
 
 
 # ----------------------------------------------------------------------------------------------
-# Depthwise convolution with two interchangeable formulations
+# Depthwise convolution with interchangeable formulations (lax, taps, the C++ kernel)
 # ----------------------------------------------------------------------------------------------
 
 DW_IMPLS = ("lax", "taps", "kernel", "auto")
@@ -169,7 +169,7 @@ depthwise_conv_taps.defvjp(_taps_forward, _taps_backward)
 class DepthwiseConv(nn.Module):
     """Depthwise kxk convolution (stride 1, symmetric zero padding, optional dilation) with bias.
 
-    The parameters are the same for both formulations (`kernel` (k, k, 1, C), `bias` (C,)), so
+    The parameters are the same for every formulation (`kernel` (k, k, 1, C), `bias` (C,)), so
     `impl` can be switched on a trained model.
     """
 
