@@ -79,9 +79,13 @@ def test_without_a_compiler_the_xla_form_is_used(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_choice_by_platform_and_dtype():
+def test_choice_by_platform_dtype_and_processes(monkeypatch):
     require_cpu_kernel()
     assert layers.resolve_dw_impl("auto") == "kernel"
+    with monkeypatch.context() as patch:
+        patch.setattr(jax, "process_count", lambda: 2)
+        assert layers.resolve_dw_impl("auto") == "taps"
+        assert layers.resolve_dw_impl("kernel") == "kernel"
     assert layers.resolve_dw_impl("auto", jnp.bfloat16) == "taps"
     with layers.portable_program():
         assert layers.resolve_dw_impl("kernel") == "taps"

@@ -24,7 +24,6 @@ SHRINK = [  # the quickstart config, shrunk to seconds: 2 steps of 4 clips, 4 te
     "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
     "--config.train.max_steps=2", "--config.train.log_every_steps=1",
     "--config.train.num_samples=2",
-    "--config.model.dw_impl=lax",  # compiles in a third of the time of the CPU default 'taps'
 ]
 
 

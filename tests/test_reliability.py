@@ -252,7 +252,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(dataset, tm
     config = tiny_config(dataset, max_steps=10_000, eval_every_steps=10_000,
                          checkpoint_every_steps=10_000)
     config.train.mesh = (2, 2)
-    config.model.dw_impl = "lax"  # compiles in a third of the time of 'taps' (no cache here)
+    config.model.dw_impl = "lax"  # split over the processes (the C++ kernel's calls gather the batch)
     data.prepare(config.data)  # prepared once, read by both processes
     cfg = tmp_path / "config.json"
     cfg.write_text(config.to_json())
@@ -330,7 +330,6 @@ def limit_file_size(limit: int):
 def test_failed_checkpoint_write_is_one_sentence_and_the_run_resumes(dataset, tmp_path):
     config = tiny_config(dataset, max_steps=2, eval_every_steps=2)
     config.train.num_samples = 0
-    config.model.dw_impl = "lax"  # compiles in a third of the time of 'taps' (no cache below)
     config.model.hid_T = 128  # 0.5M parameters: checkpoint files well over the 128 KB limit
     run = tmp_path / "run"
     loop.train_and_evaluate(config, run)  # checkpoint 2

@@ -263,7 +263,7 @@ WORKER = textwrap.dedent("""
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes
 def test_two_processes_train_like_one_device(dataset, tmp_path):
     config = tiny_config(dataset)
-    config.model.dw_impl = "lax"  # compiles in a third of the time of 'taps' (no cache here)
+    config.model.dw_impl = "lax"  # split over the processes (the C++ kernel's calls gather the batch)
     data.prepare(config.data)  # prepared once, read by both processes
     cfg = tmp_path / "config.json"
     cfg.write_text(config.to_json())

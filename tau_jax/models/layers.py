@@ -68,9 +68,9 @@ def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
     """'auto' picks the formulation measured fastest on the platform traced for
     (`compiling_for_cpu`).
 
-    On CPU: the C++ custom calls ('kernel', `cpu_depthwise`) for float32/float64 where they build,
-    else the shift-and-sum ('taps') form, several times faster than XLA's grouped convolution
-    (experiments/results/depthwise_cpu.json). On GPU/TPU the grouped convolution stays the default
+    On CPU: the C++ custom calls ('kernel', `cpu_depthwise`) for float32/float64 in one process
+    where they build, else the shift-and-sum ('taps') form, several times faster than XLA's grouped
+    convolution (experiments/results/depthwise_cpu*.json). On GPU/TPU the grouped convolution stays the default
     until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise. Inside
     `portable_program()` 'kernel' gives way to 'taps' (same values).
     """
@@ -84,6 +84,8 @@ def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
         return "lax"
     if _PORTABLE.get():
         return "taps"
+    if impl == "auto" and jax.process_count() > 1:
+        return "taps"  # XLA splits it; the kernel's calls would gather the batch over the network
     if jnp.dtype(dtype) in cpu_depthwise.DTYPES and cpu_depthwise.available():
         return "kernel"
     if impl == "kernel":
