@@ -70,9 +70,9 @@ def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
 
     On CPU: the C++ custom calls ('kernel', `cpu_depthwise`) for float32/float64 in one process
     where they build, else the shift-and-sum ('taps') form, several times faster than XLA's grouped
-    convolution (experiments/results/depthwise_cpu*.json). On GPU/TPU the grouped convolution stays the default
-    until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise. Inside
-    `portable_program()` 'kernel' gives way to 'taps' (same values).
+    convolution (experiments/results/depthwise_cpu*.json). On GPU/TPU the grouped convolution
+    stays the default until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise.
+    Inside `portable_program()` 'kernel' gives way to 'taps' (same values).
     """
     if impl not in DW_IMPLS:
         raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
