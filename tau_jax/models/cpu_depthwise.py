@@ -3,10 +3,10 @@
 XLA:CPU has no fast depthwise kernel gradient: the best XLA form (`layers.depthwise_conv_taps`)
 takes 25-29 ms at the full TAU's 4096-channel 3x3 where the C++ loop takes 1.6 ms; with it the
 train steps of the full MMNIST TAU are 18% faster, a small gSTA's 21%, the quickstart's 9% (README,
-"Benchmark"). The library is compiled once per
-machine with the system C++ compiler against the installed jaxlib's FFI headers and cached under
-`$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a working compiler `available()` is False,
-after one warning, and `DepthwiseConv` keeps the XLA form: same values, slower.
+"Benchmark"). The library is compiled once per machine with the system C++ compiler against the
+installed jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`).
+Without a working compiler `available()` is False, after one warning, and `DepthwiseConv` keeps the
+XLA form: same values, slower.
 
 XLA's partitioner cannot split an opaque custom call: in a program sharded over several CPU
 devices (`jax_num_cpu_devices`) each device gathers the whole batch for these calls (same values).
