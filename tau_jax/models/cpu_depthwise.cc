@@ -115,55 +115,51 @@ void KernelGrad(ffi::ThreadPool& pool, const Geometry& s, const T* x, const T* g
   ParallelFor(pool, Blocks(s.C), [&](int64_t t) { KernelGradBlock(s, x, g, dk, t * kBlock); });
 }
 
-ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
+// Runs run(T{}) for the operands' element type T (float32 or float64, all alike).
+template <typename Run>
+ffi::Error ByType(ffi::DataType a, ffi::DataType b, ffi::DataType out, Run run) {
   if (a != b || a != out) return ffi::Error::InvalidArgument("operands of different dtypes");
-  if (a != ffi::DataType::F32 && a != ffi::DataType::F64)
+  if (a == ffi::DataType::F32)
+    run(float{});
+  else if (a == ffi::DataType::F64)
+    run(double{});
+  else
     return ffi::Error::InvalidArgument("only float32 and float64 are supported");
   return ffi::Error::Success();
 }
 
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
                        ffi::Result<ffi::AnyBuffer> out, int64_t dilation, int64_t padding) {
-  if (auto err = CheckTypes(x.element_type(), k.element_type(), out->element_type()); err.failure())
-    return err;
   auto xd = x.dimensions(), kd = k.dimensions(), od = out->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], od[1], od[2], kd[0], kd[1], dilation, padding};
-  if (x.element_type() == ffi::DataType::F32)
-    Forward(pool, s, x.typed_data<float>(), k.typed_data<float>(), out->typed_data<float>());
-  else
-    Forward(pool, s, x.typed_data<double>(), k.typed_data<double>(), out->typed_data<double>());
-  return ffi::Error::Success();
+  return ByType(x.element_type(), k.element_type(), out->element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    Forward(pool, s, x.typed_data<T>(), k.typed_data<T>(), out->typed_data<T>());
+  });
 }
 
 ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
                           ffi::Result<ffi::AnyBuffer> dk, int64_t dilation, int64_t padding) {
-  if (auto err = CheckTypes(x.element_type(), g.element_type(), dk->element_type()); err.failure())
-    return err;
   auto xd = x.dimensions(), gd = g.dimensions(), kd = dk->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], kd[0], kd[1], dilation, padding};
-  if (x.element_type() == ffi::DataType::F32)
-    KernelGrad(pool, s, x.typed_data<float>(), g.typed_data<float>(), dk->typed_data<float>());
-  else
-    KernelGrad(pool, s, x.typed_data<double>(), g.typed_data<double>(), dk->typed_data<double>());
-  return ffi::Error::Success();
+  return ByType(x.element_type(), g.element_type(), dk->element_type(), [&](auto zero) {
+    using T = decltype(zero);
+    KernelGrad(pool, s, x.typed_data<T>(), g.typed_data<T>(), dk->typed_data<T>());
+  });
+}
+
+// Both calls: (thread pool; two arrays) -> one array, with the dilation and padding.
+auto Signature() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Ret<ffi::AnyBuffer>()
+      .Attr<int64_t>("dilation")
+      .Attr<int64_t>("padding");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("dilation")
-                                  .Attr<int64_t>("padding"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, KernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("dilation")
-                                  .Attr<int64_t>("padding"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseForward, ForwardImpl, Signature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, KernelGradImpl, Signature());
