@@ -210,6 +210,7 @@ def test_second_train_is_refused_sigterm_exits_143_and_ctrl_c_130(dataset, tmp_p
     first.send_signal(signal.SIGTERM)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 143, out[-3000:]
+    assert "SIGTERM received: saving a checkpoint before exiting." in out
     assert "stopped by SIGTERM at step" in out and "Traceback" not in out
     steps = checkpoint_steps(run)
     assert len(steps) == 1 and 0 < steps[0] < 10_000
@@ -245,6 +246,19 @@ PREEMPT_WORKER = textwrap.dedent("""
     json.dump(result, open(out, "w"))
     jax.distributed.shutdown()
 """)
+
+
+def test_signal_handler_writes_nothing_and_the_loop_announces_it_once(caplog):
+    """A signal landing inside a log write must not write again (a re-entered stream prints a
+    "Logging error" traceback): the handler only sets the flag, the loop's next read logs it."""
+    from tau_jax.train.preemption import Preemption
+    with caplog.at_level("WARNING"), Preemption() as preemption:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert preemption.requested and not caplog.records
+        assert preemption.requested_between_steps() and preemption.reached(7)
+    assert [r.getMessage() for r in caplog.records] == [
+        "SIGTERM received: saving a checkpoint before exiting."]
+    assert signal.getsignal(signal.SIGTERM) is not preemption._handle
 
 
 @pytest.mark.xdist_group("subprocesses")  # one at a time: each starts JAX processes

@@ -1,7 +1,9 @@
 """SIGTERM -> stop at a step every process agrees on, so the loop can checkpoint and exit 143.
 
 One process: a Python signal handler sets a flag the loop reads once per step; Ctrl-C (SIGINT)
-does the same and exits 130, and a second Ctrl-C interrupts at once. Several
+does the same and exits 130, and a second Ctrl-C interrupts at once. The handler writes nothing:
+a signal landing inside a log write would re-enter the stream (a "Logging error" traceback), so
+the loop announces the signal when it reads the flag. Several
 processes: each host receives its own signal (or only some do), so a process must not stop
 alone: the one that stops would enter the collective save while the others run a training step.
 JAX's preemption service (started by `jax.distributed.initialize`, whose SIGTERM handler tells
@@ -39,6 +41,7 @@ class Preemption:
         self.signum = signal.SIGTERM  # the signal that asked to stop
         self._previous = {}
         self._service = False
+        self._announced = False
 
     def __enter__(self):
         self._service = (jax.process_count() > 1
@@ -51,13 +54,17 @@ class Preemption:
         return self
 
     def _handle(self, signum, frame):
-        name = signal.Signals(signum).name
         if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        log.warning("%s received: saving a checkpoint before exiting%s.", name,
-                    " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
         self.requested, self.signum = True, signum
+
+    def _announce(self) -> None:
+        if self.requested and not self._announced:
+            self._announced = True
+            log.warning("%s received: saving a checkpoint before exiting%s.",
+                        signal.Signals(self.signum).name,
+                        " (Ctrl-C again to stop at once)" if self.signum == signal.SIGINT else "")
 
     def reached(self, step: int) -> bool:
         if self._service:
@@ -72,6 +79,7 @@ class Preemption:
         if self._service:
             return False
         requested = self.requested  # read once: the signal may arrive at any moment
+        self._announce()
         if jax.process_count() > 1:
             return bool(np.any(multihost_utils.process_allgather(np.int32(requested))))
         return requested
