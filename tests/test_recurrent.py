@@ -364,11 +364,13 @@ def test_which_convolutions_collect(name, collected):
 
 
 def test_compiler_options_follow_the_family_and_platform():
-    """The recurrent family compiles CPU programs with YNNPACK for reductions only (Eigen's
-    convolutions); other families and programs traced for TPU get XLA's defaults."""
-    assert models.compiler_options(make_cfg("predrnn")) == {
-        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
-    assert models.compiler_options(models.default_config("tau")) is None
+    """The convolution families compile CPU programs with YNNPACK for products and reductions
+    (Eigen's convolutions); other families and programs traced for TPU get XLA's defaults."""
+    eigen = {"xla_cpu_experimental_ynn_fusion_type":
+             "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    assert models.compiler_options(make_cfg("predrnn")) == eigen
+    assert models.compiler_options(models.default_config("tau")) == eigen
+    assert models.compiler_options(models.default_config("predformer")) is None
     with target_platform("tpu"):
         assert models.compiler_options(make_cfg("predrnn")) is None
     assert not models._xla_takes((("xla_cpu_experimental_ynn_fusion_type", "NO_SUCH_TYPE"),))

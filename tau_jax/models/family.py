@@ -56,13 +56,17 @@ SEAM = ("NAMES", "OPENSTL_FEED", "OPENSTL_TWINS", "CPU_COMPILER_OPTIONS", "model
         "example_inputs", "loss", "predict", "model_pass", "frame_rule", "openstl_key",
         "openstl_model")
 
-# XLA:CPU options for families of recurrent convolution cells: YNNPACK for reductions only. At
-# the PredRNN cells' 5x5 convolutions (16x16 patch grids, 16-224 channels) XLA:CPU's Eigen
-# convolutions run 1.3-1.9x faster than YNNPACK's (as fast as PyTorch's oneDNN); reductions stay
-# YNNPACK's (XLA's own sums a loss's mean in float32 in order: 1.4e-5 relative error against
-# 1.4e-8). SimVP's 3x3 convolutions want YNNPACK (quickstart step 300 -> 420 ms without it),
-# hence a family's choice.
-EIGEN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+# XLA:CPU options for families of convolution models: YNNPACK for matrix products and
+# reductions, XLA's Eigen kernels for convolutions. Timed alone at the SimVP and PredRNN shapes
+# (3x3 and 5x5, 16-256 channels), Eigen's convolutions and both their gradients run as fast as
+# YNNPACK's or up to 2.7x faster (a 64-channel kernel gradient at 64x64: 61 -> 36 ms). In the
+# train step: MMVP -32%, full TAU -12%, HorNet -12%, MogaNet -11%, quickstart -7% (bfloat16
+# -3%), small gSTA -3%; PredRNN and PhyDNet (Eigen's products too before) even. Not SwinLSTM
+# (+5%) or PredFormer (even), which keep XLA's defaults.
+# Reductions stay YNNPACK's (XLA's own sums a loss's mean in float32 in order: 1.4e-5 relative
+# error against 1.4e-8), and so do the products (the 1x1 convolutions at ~450 GFLOP/s).
+EIGEN_CONVOLUTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                      "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
            "float64": jnp.float64}

@@ -47,15 +47,15 @@ import numpy as np
 
 from tau_jax import losses
 from tau_jax.models import openstl_names
-from tau_jax.models.family import (check_in_shape, frames_example_inputs, frames_predict,
-                                   identity, require_fields)
+from tau_jax.models.family import (EIGEN_CONVOLUTIONS, check_in_shape, frames_example_inputs,
+                                   frames_predict, identity, require_fields)
 from tau_jax.models.framing import NONE as NO_FRAMING
 from tau_jax.models.mmvp.model import MMVP, mat_sizes
 
 NAMES = ("mmvp",)
 OPENSTL_FEED = "frames"
 OPENSTL_TWINS = ()  # OpenSTL saves no module twice
-CPU_COMPILER_OPTIONS: dict = {}  # XLA:CPU's defaults
+CPU_COMPILER_OPTIONS = EIGEN_CONVOLUTIONS  # MMNIST train step at batch 2: 8.0 -> 5.4 s
 TRAIN_FEEDS = ("openstl", "inputs")
 
 
