@@ -1,5 +1,5 @@
 """CPU micro-benchmark of TAU's depthwise convolutions: XLA grouped conv, shift-and-sum taps and the
-C++ kernel (`cpu_depthwise`).
+C++ kernel (`cpu_kernels`).
 
 Shapes are those of the Moving MNIST TAU translator at batch 16 (latent 16x16): the statical
 attention's 5x5 and 7x7-dilation-3 depthwise convs at widths 640 and 512, and the MixMlp's 3x3
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from common import write_result
-from tau_jax.models import cpu_depthwise
+from tau_jax.models import cpu_kernels
 from tau_jax.models.layers import depthwise_conv_lax, depthwise_conv_taps
 
 CASES = [  # (name, channels, kernel, dilation, padding)
@@ -30,7 +30,7 @@ CASES = [  # (name, channels, kernel, dilation, padding)
     ("mlp_dw3x3_c4096", 4096, 3, 1, 1),
 ]
 IMPLS = {"lax": depthwise_conv_lax, "taps": depthwise_conv_taps,
-         "kernel": cpu_depthwise.depthwise_conv}
+         "kernel": cpu_kernels.depthwise_conv}
 
 
 def median_ms(fn, *args, repeats: int) -> float:
@@ -54,7 +54,7 @@ def main():
     impls = args.impls.split(",")
     if set(impls) - set(IMPLS):
         raise SystemExit(f"--impls: unknown {sorted(set(impls) - set(IMPLS))}; known {list(IMPLS)}")
-    if "kernel" in impls and not cpu_depthwise.available():
+    if "kernel" in impls and not cpu_kernels.available():
         raise SystemExit("the C++ kernel could not be built here (see the warning); leave it out "
                          "of --impls")
 

@@ -50,7 +50,7 @@ import numpy as np
 from tau_jax import data, models
 from tau_jax.data import base, readers
 from tau_jax.data.base import check_finite
-from tau_jax.models import layers
+from tau_jax.models import cpu_kernels
 from tau_jax.models.framing import Framing, Padding, pad_amounts
 from tau_jax.train import evaluation
 from tau_jax.train.checkpoint import has_checkpoints
@@ -219,7 +219,7 @@ class Predictor:
 
         batch = jax.export.symbolic_shape("b")[0] if batch_size is None else int(batch_size)
         t, _, _, c = self.in_shape
-        with layers.portable_program():  # the reader has jax only, not this library's kernels
+        with cpu_kernels.portable_program():  # the reader has jax only, not this library's kernels
             exported = jax.export.export(jax.jit(fn))(
                 jax.ShapeDtypeStruct((batch, t, h, w, c), jnp.float32))
         path = pathlib.Path(path)

@@ -36,11 +36,11 @@ def load_bundle(name: str):
 
 def require_cpu_kernel():
     """The C++ depthwise kernel must build wherever a compiler is; without one only the fallback
-    to XLA's form can be tested (tests/test_cpu_depthwise.py)."""
-    from tau_jax.models import cpu_depthwise
-    if cpu_depthwise._compiler() is None:
+    to XLA's form can be tested (tests/test_cpu_kernels.py)."""
+    from tau_jax.models import cpu_kernels
+    if cpu_kernels._compiler() is None:
         pytest.skip("no C++ compiler on this machine: the kernel cannot be built here")
-    assert cpu_depthwise.available()
+    assert cpu_kernels.available()
 
 
 @pytest.fixture

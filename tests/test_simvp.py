@@ -14,7 +14,7 @@ from conftest import DATA, load_bundle, require_cpu_kernel
 from tau_jax import models
 from tau_jax.config import default_model_config, load_config_file
 from tau_jax.convert import from_openstl, load_pth
-from tau_jax.models.convolutions import (ConvApartBias, conv_plain_grads, conv_stride2_by_backend,
+from tau_jax.models.convolutions import (ConvApartBias, conv_plain_grads, conv_by_backend,
                                          conv_stride2_grads)
 from tau_jax.models.group_norm import (GroupNormSiLU, depth_to_space, group_norm_silu,
                                        group_norm_silu_plain)
@@ -290,7 +290,7 @@ def test_stride2_conv_falls_back_to_lax_without_a_space_to_depth_form():
     w = jax.random.normal(jax.random.key(1), (3, 3, 2, 2))
     args = ((2, 2), ((1, 1), (1, 1)))
     nhwc = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    conv = lambda x, w: conv_stride2_by_backend(x, w, *args, **nhwc)
+    conv = lambda x, w: conv_by_backend(x, w, *args, **nhwc)
     assert "custom_vjp" not in str(jax.make_jaxpr(conv)(x, w))
     assert "custom_vjp" in str(jax.make_jaxpr(conv)(x[:, :6], w))
     np.testing.assert_allclose(conv(x, w), jax.lax.conv_general_dilated(x, w, *args, **nhwc),

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tau_jax.models import cpu_depthwise
+from tau_jax.models import cpu_kernels
 
 Dtype = Any
 
@@ -68,11 +68,11 @@ def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
     """'auto' picks the formulation measured fastest on the platform traced for
     (`compiling_for_cpu`).
 
-    On CPU: the C++ custom calls ('kernel', `cpu_depthwise`) for float32/float64 in one process
+    On CPU: the C++ custom calls ('kernel', `cpu_kernels`) for float32/float64 in one process
     where they build, else the shift-and-sum ('taps') form, several times faster than XLA's grouped
     convolution (experiments/results/depthwise_cpu*.json). On GPU/TPU the grouped convolution
     stays the default until a GPU benchmark (experiments/gpu_benchmarks.sh) says otherwise.
-    Inside `portable_program()` 'kernel' gives way to 'taps' (same values).
+    Inside `cpu_kernels.portable_program()` 'kernel' gives way to 'taps' (same values).
     """
     if impl not in DW_IMPLS:
         raise ValueError(f"model.dw_impl must be one of {DW_IMPLS}, got {impl!r}.")
@@ -82,13 +82,9 @@ def resolve_dw_impl(impl: str, dtype=jnp.float32) -> str:
         if impl == "kernel":
             raise ValueError("model.dw_impl='kernel' runs on CPU only; use 'auto' on GPU/TPU.")
         return "lax"
-    if _PORTABLE.get():
-        return "taps"
-    if impl == "auto" and jax.process_count() > 1:
-        return "taps"  # XLA splits it; the kernel's calls would gather the batch over the network
-    if jnp.dtype(dtype) in cpu_depthwise.DTYPES and cpu_depthwise.available():
+    if cpu_kernels.usable(dtype, processes=impl == "auto"):
         return "kernel"
-    if impl == "kernel":
+    if impl == "kernel" and not cpu_kernels.portable():
         raise ValueError(f"model.dw_impl='kernel' needs float32 or float64 (got {jnp.dtype(dtype)}) "
                          "and a C++ compiler (see the warning above); use 'auto'.")
     return "taps"
@@ -195,7 +191,7 @@ class DepthwiseConv(nn.Module):
                           self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         conv = {"lax": depthwise_conv_lax, "taps": depthwise_conv_taps,
-                "kernel": cpu_depthwise.depthwise_conv}[resolve_dw_impl(self.impl, x.dtype)]
+                "kernel": cpu_kernels.depthwise_conv}[resolve_dw_impl(self.impl, x.dtype)]
         return conv(x, kernel, self.dilation, self.padding) + bias
 
 
@@ -215,20 +211,6 @@ def target_platform(platform: str):
         yield
     finally:
         _TARGET_PLATFORM.reset(token)
-
-
-_PORTABLE = contextvars.ContextVar("portable_program", default=False)
-
-
-@contextlib.contextmanager
-def portable_program():
-    """Trace without this library's custom calls (`cpu_depthwise`), for programs run where the
-    library is absent (`Predictor.export`)."""
-    token = _PORTABLE.set(True)
-    try:
-        yield
-    finally:
-        _PORTABLE.reset(token)
 
 
 def compiling_for_cpu() -> bool:

@@ -1,12 +1,14 @@
-"""Depthwise convolution on XLA:CPU through C++ custom calls (`cpu_depthwise.cc`), built on first use.
+"""Convolution kernels on XLA:CPU through C++ custom calls (`cpu_kernels.cc`), built on first use.
 
 XLA:CPU has no fast depthwise kernel gradient: the best XLA form (`layers.depthwise_conv_taps`)
 takes 25-29 ms at the full TAU's 4096-channel 3x3 where the C++ loop takes 1.6 ms; with it the
 train steps of the full MMNIST TAU are 18% faster, a small gSTA's 21%, the quickstart's 9% (README,
-"Benchmark"). The library is compiled once per machine with the system C++ compiler against the
-installed jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`).
-Without a working compiler `available()` is False, after one warning, and `DepthwiseConv` keeps the
-XLA form: same values, slower.
+"Benchmark"). Its dense-convolution kernel gradient goes through channel-major copies of both
+operands: `conv_kernel_grad` here is 2.5-4x faster at SimVP's shapes (`conv_with_cpu_kernel_grad`).
+The library is compiled once per machine with the system C++ compiler against the installed
+jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a
+working compiler `available()` is False, after one warning, and the callers keep XLA's forms:
+same values, slower.
 
 XLA's partitioner cannot split an opaque custom call: in a program sharded over several CPU
 devices (`jax_num_cpu_devices`) each device gathers the whole batch for these calls (same values).
@@ -14,6 +16,8 @@ devices (`jax_num_cpu_devices`) each device gathers the whole batch for these ca
 program, which then never hits JAX's persistent compilation cache (the warm test suite took
 11.6 min with it).
 """
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -29,9 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = Path(__file__).with_name("cpu_depthwise.cc")
+SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = {"tau_jax_depthwise_forward": "DepthwiseForward",
-           "tau_jax_depthwise_kernel_grad": "DepthwiseKernelGrad"}
+           "tau_jax_depthwise_kernel_grad": "DepthwiseKernelGrad",
+           "tau_jax_conv_kernel_grad": "ConvKernelGrad"}
 DTYPES = (jnp.float32, jnp.float64)
 
 
@@ -63,7 +68,7 @@ def _build(cxx: str) -> Path:
     key = hashlib.sha256("\0".join(map(str, [
         SOURCE.read_text(), cxx, compiler.st_size, compiler.st_mtime_ns, jaxlib.__version__,
         _cpu_identity()])).encode()).hexdigest()[:16]
-    path = cache_dir() / f"cpu_depthwise_{key}.so"
+    path = cache_dir() / f"cpu_kernels_{key}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,13 +99,40 @@ def available() -> bool:
             raise RuntimeError("no C++ compiler found (set CXX)")
         library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"tau-jax: the CPU depthwise-convolution kernel could not be built ({error}); "
-                      "using XLA's form, which trains SimVP models up to ~20% slower.", stacklevel=2)
+        warnings.warn(f"tau-jax: the CPU convolution kernels could not be built ({error}); "
+                      "using XLA's forms, which train SimVP models up to ~30% slower.", stacklevel=2)
         return False
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                     platform="cpu")
     return True
+
+
+_PORTABLE = contextvars.ContextVar("portable_program", default=False)
+
+
+@contextlib.contextmanager
+def portable_program():
+    """Trace without these custom calls, for programs run where this library is absent
+    (`Predictor.export`)."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
+def portable() -> bool:
+    """Whether the trace is inside `portable_program()`."""
+    return _PORTABLE.get()
+
+
+def usable(dtype, processes: bool = True) -> bool:
+    """Whether a CPU trace may call the kernels: float32/float64 outside `portable_program()`,
+    in one process (`processes`: XLA splits its own forms over the processes of a job; these
+    calls would gather the batch over the network), with the library built."""
+    return (not portable() and not (processes and jax.process_count() > 1)
+            and jnp.dtype(dtype) in DTYPES and available())
 
 
 def _attrs(dilation: int, padding: int) -> dict:
@@ -143,3 +175,12 @@ def _depthwise_conv_bwd(dilation, padding, residuals, g):
 
 
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
+
+
+def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple):
+    """Kernel gradient (kh, kw, Ci, Co) of the stride-1 NHWC x HWIO convolution of x (B, H, W, Ci)
+    with padding ((top, bottom), (left, right)), given its output gradient g (B, Ho, Wo, Co): the
+    C++ loop; Ci and Co multiples of 8, float32 or float64. Call `available()` first."""
+    out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
+    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(
+        x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))

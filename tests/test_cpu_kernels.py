@@ -1,0 +1,143 @@
+"""The C++ convolution kernels (`cpu_kernels`): depthwise values and gradients equal to XLA's
+grouped convolution, dense kernel gradients equal to XLA's, where each is used, sharded programs,
+the build cache, and the fallback without a compiler."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from conftest import require_cpu_kernel
+from tau_jax.models import convolutions, cpu_kernels, layers
+
+# (input shape, kernel size, dilation, padding): 'same' paddings of the translators, channels not a
+# multiple of the kernels' 64-channel blocks, non-square frames, no padding, more than 'same'.
+CASES = [((2, 9, 7, 70), 3, 1, 1), ((3, 16, 12, 130), 7, 3, 9), ((1, 8, 8, 5), 5, 1, 2),
+         ((2, 10, 11, 64), 3, 2, 0), ((2, 6, 6, 8), 3, 1, 3)]
+
+
+def outputs_and_gradients(conv, x, kernel, dilation, padding):
+    y, vjp = jax.vjp(lambda a, b: conv(a, b, dilation, padding), x, kernel)
+    return (y, *vjp(jnp.cos(y)))
+
+
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
+def test_values_and_gradients_equal_the_grouped_convolution(dtype, bound):
+    require_cpu_kernel()
+    with jax.enable_x64(dtype == "float64"):
+        for shape, k, dilation, padding in CASES:
+            x = jax.random.normal(jax.random.key(0), shape, dtype)
+            kernel = jax.random.normal(jax.random.key(1), (k, k, 1, shape[-1]), dtype)
+            ours = outputs_and_gradients(cpu_kernels.depthwise_conv, x, kernel, dilation, padding)
+            ref = outputs_and_gradients(layers.depthwise_conv_lax, x, kernel, dilation, padding)
+            for a, b in zip(ours, ref):
+                assert a.shape == b.shape and a.dtype == b.dtype
+                assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < bound, (shape, k)
+
+
+# (input shape, kernel (kh, kw), output channels, padding): every register-block path (output
+# channels 8, 16, 24, 32, 40, 64; input 8, 16, 24), 'same' and asymmetric paddings, none, more
+# than 'same', non-square kernels and frames.
+DENSE_CASES = [((2, 9, 7, 8), (3, 3), 16, ((1, 1), (1, 1))), ((3, 8, 10, 16), (5, 5), 8, ((2, 2),) * 2),
+               ((2, 6, 6, 24), (3, 3), 40, ((0, 2), (1, 0))), ((1, 7, 7, 8), (3, 3), 8, ((0, 0),) * 2),
+               ((2, 5, 9, 16), (3, 5), 64, ((3, 3), (2, 2))), ((2, 8, 8, 16), (3, 3), 24, ((1, 1),) * 2),
+               ((1, 6, 6, 16), (3, 3), 32, ((1, 1),) * 2)]
+
+
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
+def test_dense_kernel_gradient_equals_xlas(dtype, bound):
+    require_cpu_kernel()
+    with jax.enable_x64(dtype == "float64"):
+        for shape, kernel_hw, features, padding in DENSE_CASES:
+            x = jax.random.normal(jax.random.key(0), shape, dtype)
+            kernel = jax.random.normal(jax.random.key(1), (*kernel_hw, shape[-1], features), dtype)
+            loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding)))  # noqa: E731
+            ours = jax.value_and_grad(loss(convolutions.conv_cpu_kernel_grad), (0, 1))(x, kernel)
+            ref = jax.value_and_grad(loss(convolutions._conv), (0, 1))(x, kernel)
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+                assert a.shape == b.shape and a.dtype == b.dtype
+                assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < bound, shape
+
+
+def test_dense_kernel_gradient_is_used_where_it_runs():
+    """k x k stride-1 NHWC convolutions with channels multiples of 8, float32/float64, traced for
+    CPU; not 1 x 1 kernels, other channel counts, bfloat16, strides, or programs for TPU."""
+    require_cpu_kernel()
+    nhwc = ("NHWC", "HWIO", "NHWC")
+
+    def calls(shape, kernel_shape, dtype=jnp.float32, stride=1):
+        x, k = jnp.zeros(shape, dtype), jnp.zeros(kernel_shape, dtype)
+        conv = lambda x, k: jnp.sum(convolutions.conv_by_backend(  # noqa: E731
+            x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=nhwc))
+        return "tau_jax_conv_kernel_grad" in str(jax.make_jaxpr(jax.grad(conv, 1))(x, k))
+
+    assert calls((2, 8, 8, 16), (3, 3, 16, 8))
+    assert not calls((2, 8, 8, 16), (1, 1, 16, 8))
+    assert not calls((2, 8, 8, 12), (3, 3, 12, 8)) and not calls((2, 8, 8, 1), (3, 3, 1, 8))
+    assert not calls((2, 8, 8, 16), (3, 3, 16, 8), jnp.bfloat16)
+    assert not calls((2, 8, 8, 16), (3, 3, 16, 8), stride=2)
+    with layers.target_platform("tpu"):
+        assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
+    with cpu_kernels.portable_program():
+        assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
+
+
+@pytest.mark.parametrize("spec", [P(("data", "model")), P("data", None, None, "model")])
+def test_sharded_programs_give_the_same_values(spec):
+    """XLA gathers the batch for the opaque calls (cpu_kernels's docstring); values must hold."""
+    require_cpu_kernel()
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 32))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 32))
+
+    def loss(x, kernel):
+        return jnp.sum(jnp.sin(cpu_kernels.depthwise_conv(x, kernel, 1, 1)))
+
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    sharded = (jax.device_put(x, NamedSharding(mesh, spec)),
+               jax.device_put(kernel, NamedSharding(mesh, P())))
+    for a, b in zip(jax.tree.leaves(step(*sharded)), jax.tree.leaves(step(x, kernel))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_build_is_cached_under_tau_jax_cache(tmp_path, monkeypatch):
+    require_cpu_kernel()
+    monkeypatch.setenv("TAU_JAX_CACHE", str(tmp_path))
+    first = cpu_kernels._build(cpu_kernels._compiler())
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left
+    stamp = first.stat().st_mtime_ns
+    assert cpu_kernels._build(cpu_kernels._compiler()) == first
+    assert first.stat().st_mtime_ns == stamp
+
+
+def test_without_a_compiler_the_xla_form_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAU_JAX_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    cpu_kernels.available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="kernels could not be built"):
+            assert not cpu_kernels.available()
+        assert layers.resolve_dw_impl("auto") == "taps"
+        with pytest.raises(ValueError, match=r"dw_impl='kernel' needs float32 or float64"):
+            layers.resolve_dw_impl("kernel")
+    finally:
+        cpu_kernels.available.cache_clear()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_choice_by_platform_dtype_and_processes(monkeypatch):
+    require_cpu_kernel()
+    assert layers.resolve_dw_impl("auto") == "kernel"
+    with monkeypatch.context() as patch:
+        patch.setattr(jax, "process_count", lambda: 2)
+        assert layers.resolve_dw_impl("auto") == "taps"
+        assert layers.resolve_dw_impl("kernel") == "kernel"
+    assert layers.resolve_dw_impl("auto", jnp.bfloat16) == "taps"
+    with cpu_kernels.portable_program():
+        assert layers.resolve_dw_impl("kernel") == "taps"
+    with layers.target_platform("tpu"):
+        assert layers.resolve_dw_impl("auto") == "lax"
+        with pytest.raises(ValueError, match="runs on CPU only"):
+            layers.resolve_dw_impl("kernel")
