@@ -319,14 +319,15 @@ def _lax_conv(x, w, padding):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("kernel, features, padding, scan", [
-    ((5, 5), 3, ((2, 2), (2, 2)), True), ((3, 2), 4, ((0, 2), (1, 0)), False)])
-def test_conv_with_plain_gradients_equals_lax(kernel, features, padding, scan):
+@pytest.mark.parametrize("kernel, channels, features, padding, scan", [
+    ((5, 5), 3, 3, ((2, 2), (2, 2)), True), ((3, 2), 3, 4, ((0, 2), (1, 0)), False),
+    ((3, 3), 8, 8, ((1, 1), (1, 1)), True)])  # the C++ kernel gradient (channels 8k)
+def test_conv_with_plain_gradients_equals_lax(kernel, channels, features, padding, scan):
     """The recurrent cells' convolution (explicit input and kernel gradients): same values and
     gradients as lax's, directly and through a scan (where its gradients matter for speed)."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 6, 7, 3)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(*kernel, 3, features)) * 0.2, jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 6, 7, channels)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, channels, features)) * 0.2, jnp.float32)
 
     def loss(conv, x, w):
         if scan:  # a same-size convolution applied 3 times, as a recurrent cell is
