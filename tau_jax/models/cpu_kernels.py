@@ -4,7 +4,8 @@ XLA:CPU has no fast depthwise kernel gradient: the best XLA form (`layers.depthw
 takes 25-29 ms at the full TAU's 4096-channel 3x3 where the C++ loop takes 1.6 ms; with it the
 train steps of the full MMNIST TAU are 18% faster, a small gSTA's 21%, the quickstart's 9% (README,
 "Benchmark"). Its dense-convolution kernel gradient goes through channel-major copies of both
-operands: `conv_kernel_grad` here is 2.5-4x faster at SimVP's shapes (`conv_with_cpu_kernel_grad`).
+operands: `conv_kernel_grad` here is 2.5-4x faster at SimVP's shapes
+(`convolutions.conv_cpu_kernel_grad`).
 The library is compiled once per machine with the system C++ compiler against the installed
 jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a
 working compiler `available()` is False, after one warning, and the callers keep XLA's forms:
