@@ -187,12 +187,15 @@ void ConvKernelGradRow(const ConvGeometry& s, const T* x, const T* g, T* acc, in
   }
 }
 
-// Rows split into a few chunks, each summed into its own accumulator; the chunks added at the end.
+// Rows split into a few chunks, each summed into its own accumulator; the chunks added at the end
+// (serially: a few kh*kw*Ci*Co sums, small beside the products).
 template <typename T, int VB, int BI, int NV>
 void ConvKernelGradSum(ffi::ThreadPool& pool, const ConvGeometry& s, const T* x, const T* g,
                        T* dw) {
   const int64_t rows = s.B * s.Ho, size = s.kh * s.kw * s.Ci * s.Co;
-  const int64_t chunks = std::min<int64_t>(rows, 2 * (pool.num_threads() + 1));
+  // at most 64 MB of accumulators (many-core machines, wide kernels)
+  const int64_t most = std::max<int64_t>(1, (int64_t{64} << 20) / (size * sizeof(T)));
+  const int64_t chunks = std::min({rows, 2 * (pool.num_threads() + 1), most});
   std::vector<std::unique_ptr<T[]>> accs(chunks);
   ParallelFor(pool, chunks, [&](int64_t c) {
     accs[c].reset(new T[size]());
