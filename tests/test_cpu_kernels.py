@@ -23,6 +23,13 @@ def outputs_and_gradients(conv, x, kernel, dilation, padding):
     return (y, *vjp(jnp.cos(y)))
 
 
+def assert_close(ours, ref, bound, case):
+    """Same shapes and dtypes, and every array within `bound` of its reference's largest value."""
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < bound, case
+
+
 @pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
 def test_values_and_gradients_equal_the_grouped_convolution(dtype, bound):
     require_cpu_kernel()
@@ -32,9 +39,7 @@ def test_values_and_gradients_equal_the_grouped_convolution(dtype, bound):
             kernel = jax.random.normal(jax.random.key(1), (k, k, 1, shape[-1]), dtype)
             ours = outputs_and_gradients(cpu_kernels.depthwise_conv, x, kernel, dilation, padding)
             ref = outputs_and_gradients(layers.depthwise_conv_lax, x, kernel, dilation, padding)
-            for a, b in zip(ours, ref):
-                assert a.shape == b.shape and a.dtype == b.dtype
-                assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < bound, (shape, k)
+            assert_close(ours, ref, bound, (shape, k))
 
 
 # (input shape, kernel (kh, kw), output channels, padding): every register-block path (output
@@ -56,9 +61,7 @@ def test_dense_kernel_gradient_equals_xlas(dtype, bound):
             loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding)))  # noqa: E731
             ours = jax.value_and_grad(loss(convolutions.conv_cpu_kernel_grad), (0, 1))(x, kernel)
             ref = jax.value_and_grad(loss(convolutions._conv), (0, 1))(x, kernel)
-            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
-                assert a.shape == b.shape and a.dtype == b.dtype
-                assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < bound, shape
+            assert_close(ours, ref, bound, shape)
 
 
 def test_dense_kernel_gradient_is_used_where_it_runs():

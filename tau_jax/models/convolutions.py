@@ -74,10 +74,10 @@ def _input_grad(kernel, dy, padding):
 
 def _conv_bwd(padding, residuals, dy):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
     input_grad = _input_grad(kernel, dy, padding).astype(x.dtype)
     if _cpu_kernel_grad_runs(x, kernel):
         return input_grad, _kernel_grad(x, kernel, dy, padding)
+    kh, kw = kernel.shape[:2]
     ho, wo = dy.shape[1:3]
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     taps = [jnp.einsum("nhwc,nhwd->cd", xp[:, i:i + ho, j:j + wo], dy,

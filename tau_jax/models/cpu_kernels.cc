@@ -226,14 +226,17 @@ void ConvKernelGradBlocked(ffi::ThreadPool& pool, const ConvGeometry& s, const T
     ConvKernelGradSum<T, 32, 8, 1>(pool, s, x, g, dw);
 }
 
-// Runs run(T{}) for the operands' element type T (float32 or float64, all alike).
+// Calls run(a, b, out) with the buffers' data as T* for their element type T (float32 or float64,
+// all alike).
 template <typename Run>
-ffi::Error ByType(ffi::DataType a, ffi::DataType b, ffi::DataType out, Run run) {
-  if (a != b || a != out) return ffi::Error::InvalidArgument("operands of different dtypes");
-  if (a == ffi::DataType::F32)
-    run(float{});
-  else if (a == ffi::DataType::F64)
-    run(double{});
+ffi::Error WithData(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out, Run run) {
+  const ffi::DataType type = a.element_type();
+  if (b.element_type() != type || out->element_type() != type)
+    return ffi::Error::InvalidArgument("operands of different dtypes");
+  if (type == ffi::DataType::F32)
+    run(a.typed_data<float>(), b.typed_data<float>(), out->typed_data<float>());
+  else if (type == ffi::DataType::F64)
+    run(a.typed_data<double>(), b.typed_data<double>(), out->typed_data<double>());
   else
     return ffi::Error::InvalidArgument("only float32 and float64 are supported");
   return ffi::Error::Success();
@@ -243,20 +246,14 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
                        ffi::Result<ffi::AnyBuffer> out, int64_t dilation, int64_t padding) {
   auto xd = x.dimensions(), kd = k.dimensions(), od = out->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], od[1], od[2], kd[0], kd[1], dilation, padding};
-  return ByType(x.element_type(), k.element_type(), out->element_type(), [&](auto zero) {
-    using T = decltype(zero);
-    Forward(pool, s, x.typed_data<T>(), k.typed_data<T>(), out->typed_data<T>());
-  });
+  return WithData(x, k, out, [&](auto* x, auto* k, auto* out) { Forward(pool, s, x, k, out); });
 }
 
 ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
                           ffi::Result<ffi::AnyBuffer> dk, int64_t dilation, int64_t padding) {
   auto xd = x.dimensions(), gd = g.dimensions(), kd = dk->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], kd[0], kd[1], dilation, padding};
-  return ByType(x.element_type(), g.element_type(), dk->element_type(), [&](auto zero) {
-    using T = decltype(zero);
-    KernelGrad(pool, s, x.typed_data<T>(), g.typed_data<T>(), dk->typed_data<T>());
-  });
+  return WithData(x, g, dk, [&](auto* x, auto* g, auto* dk) { KernelGrad(pool, s, x, g, dk); });
 }
 
 ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
@@ -265,9 +262,8 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBu
   const ConvGeometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2],
                        gd[3], wd[0], wd[1], pad_top, pad_left};
   if (s.Ci % 8 || s.Co % 8) return ffi::Error::InvalidArgument("channels must be multiples of 8");
-  return ByType(x.element_type(), g.element_type(), dw->element_type(), [&](auto zero) {
-    using T = decltype(zero);
-    ConvKernelGradBlocked(pool, s, x.typed_data<T>(), g.typed_data<T>(), dw->typed_data<T>());
+  return WithData(x, g, dw, [&](auto* x, auto* g, auto* dw) {
+    ConvKernelGradBlocked(pool, s, x, g, dw);
   });
 }
 
