@@ -1,6 +1,6 @@
-"""The C++ convolution kernels (`cpu_kernels`): depthwise values and gradients equal to XLA's
-grouped convolution, dense kernel gradients equal to XLA's, where each is used, sharded programs,
-the build cache, and the fallback without a compiler."""
+"""The C++ kernels (`cpu_kernels`): depthwise values and gradients equal to XLA's grouped
+convolution, dense kernel gradients and GroupNorm + SiLU's passes equal to XLA's, where each is
+used, sharded programs, the build cache, and the fallback without a compiler."""
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import require_cpu_kernel
 from tau_jax.models import convolutions, cpu_kernels, layers
+from tau_jax.models.group_norm import GroupNormSiLU, group_norm_silu
 
 # (input shape, kernel size, dilation, padding): 'same' paddings of the translators, channels not a
 # multiple of the kernels' 64-channel blocks, non-square frames, no padding, more than 'same'.
@@ -85,6 +86,47 @@ def test_dense_kernel_gradient_is_used_where_it_runs():
         assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
     with cpu_kernels.portable_program():
         assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
+
+
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
+def test_group_norm_silu_passes_equal_xlas(dtype, bound):
+    """group_norm_silu by the C++ passes against its XLA form, values and the gradients of x,
+    shift, scale and bias: sub-pixel blocks, channel counts that are not divisors or multiples of
+    16 (the loops' period), maps that end mid-period, a sample split over several tasks."""
+    require_cpu_kernel()
+    cases = [((3, 5, 7, 16), 1, 2), ((2, 3, 5, 64), 4, 2), ((4, 9, 9, 8), 1, 2),
+             ((2, 4, 4, 12), 1, 3), ((3, 3, 3, 10), 1, 5), ((1, 32, 32, 16), 1, 2)]
+    with jax.enable_x64(dtype == "float64"):
+        for shape, blocks, groups in cases:
+            keys = jax.random.split(jax.random.key(0), 5)
+            x = jax.random.normal(keys[0], shape, dtype) * 2 + 0.5
+            shift = jax.random.normal(keys[1], shape[-1:], dtype)
+            scale, bias = (jax.random.normal(k, (shape[-1] // blocks,), dtype) for k in keys[2:4])
+            dy = jax.random.normal(keys[4], shape, dtype)
+
+            def run(kernels):
+                y, vjp = jax.vjp(lambda *a: group_norm_silu(  # noqa: B023
+                    *a, groups, 1e-5, blocks, kernels), x, shift, scale, bias)
+                return (y, *vjp(dy))
+
+            assert_close(run(True), run(False), bound, shape)
+
+
+def test_group_norm_silu_uses_the_passes_where_they_run():
+    """GroupNormSiLU in CPU programs of float32/float64; XLA's loops for bfloat16, portable
+    programs and TPU programs."""
+    require_cpu_kernel()
+    def calls(dtype=jnp.float32, platform="cpu"):
+        module = GroupNormSiLU(num_groups=2, dtype=dtype)
+        x = jnp.zeros((2, 4, 4, 8), dtype)
+        params = module.init(jax.random.key(0), x)
+        grad = jax.grad(lambda x: jnp.sum(module.apply(params, x).astype(jnp.float32)))
+        lowered = jax.jit(grad).trace(x).lower(lowering_platforms=(platform,))
+        return "tau_jax_affine_silu_grad" in lowered.as_text()
+
+    assert calls() and not calls(jnp.bfloat16) and not calls(platform="tpu")
+    with cpu_kernels.portable_program():
+        assert not calls()
 
 
 @pytest.mark.parametrize("spec", [P(("data", "model")), P("data", None, None, "model")])

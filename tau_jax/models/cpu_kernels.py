@@ -1,11 +1,12 @@
-"""Convolution kernels on XLA:CPU through C++ custom calls (`cpu_kernels.cc`), built on first use.
+"""Kernels on XLA:CPU through C++ custom calls (`cpu_kernels.cc`), built on first use.
 
 XLA:CPU has no fast depthwise kernel gradient: the best XLA form (`layers.depthwise_conv_taps`)
 takes 25-29 ms at the full TAU's 4096-channel 3x3 where the C++ loop takes 1.6 ms; with it the
 train steps of the full MMNIST TAU are 18% faster, a small gSTA's 21%, the quickstart's 9% (README,
 "Benchmark"). Its dense-convolution kernel gradient goes through channel-major copies of both
 operands: `conv_kernel_grad` here is 2.5-4x faster at SimVP's shapes
-(`convolutions.conv_cpu_kernel_grad`).
+(`convolutions.conv_cpu_kernel_grad`). GroupNorm + SiLU's four passes over a map
+(`group_norm.group_norm_silu`) take a small gSTA's train step 7% below XLA's loops for them.
 The library is compiled once per machine with the system C++ compiler against the installed
 jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a
 working compiler `available()` is False, after one warning, and the callers keep XLA's forms:
@@ -37,7 +38,11 @@ import numpy as np
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = {"tau_jax_depthwise_forward": "DepthwiseForward",
            "tau_jax_depthwise_kernel_grad": "DepthwiseKernelGrad",
-           "tau_jax_conv_kernel_grad": "ConvKernelGrad"}
+           "tau_jax_conv_kernel_grad": "ConvKernelGrad",
+           "tau_jax_channel_sums": "ChannelSums",
+           "tau_jax_affine_silu": "AffineSilu",
+           "tau_jax_affine_silu_grad_sums": "AffineSiluGradSums",
+           "tau_jax_affine_silu_grad": "AffineSiluGrad"}
 DTYPES = (jnp.float32, jnp.float64)
 
 
@@ -100,7 +105,7 @@ def available() -> bool:
             raise RuntimeError("no C++ compiler found (set CXX)")
         library = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"tau-jax: the CPU convolution kernels could not be built ({error}); "
+        warnings.warn(f"tau-jax: the CPU kernels could not be built ({error}); "
                       "using XLA's forms, which train SimVP models up to ~30% slower.", stacklevel=2)
         return False
     for target, symbol in TARGETS.items():
@@ -185,3 +190,31 @@ def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple):
     out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
     return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(
         x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
+
+
+# GroupNorm + SiLU's passes over a map x (B, P, C) (group_norm.py), per-(sample, channel)
+# coefficients k (n, B, C); float32 or float64. Call `available()` first.
+
+def _map_call(target, out_shape, *arrays):
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, arrays[0].dtype))(*arrays)
+
+
+def channel_sums(x):
+    """(2, B, C): sums of x and of x^2 over P (accumulated in float64)."""
+    return _map_call("tau_jax_channel_sums", (2, x.shape[0], x.shape[2]), x)
+
+
+def affine_silu(x, k):
+    """silu(x * k[0] + k[1]), k[i] broadcast as (B, 1, C)."""
+    return _map_call("tau_jax_affine_silu", x.shape, x, k)
+
+
+def affine_silu_grad_sums(x, dy, k):
+    """(2, B, C): sums over P of dz and of dz * (x * k[2] + k[3]), dz the gradient of
+    z = x * k[0] + k[1] given dy, that of silu(z)."""
+    return _map_call("tau_jax_affine_silu_grad_sums", (2, x.shape[0], x.shape[2]), x, dy, k)
+
+
+def affine_silu_grad(x, dy, k):
+    """dz * k[2] + x * k[3] + k[4], dz as in `affine_silu_grad_sums`."""
+    return _map_call("tau_jax_affine_silu_grad", x.shape, x, dy, k)
