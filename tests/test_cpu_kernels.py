@@ -65,9 +65,32 @@ def test_dense_kernel_gradient_equals_xlas(dtype, bound):
             assert_close(ours, ref, bound, shape)
 
 
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
+def test_stride2_kernel_gradient_equals_xlas(dtype, bound):
+    """The C++ kernel gradient of SimVP's stride-2 convolutions (conv_stride2_grads): odd and
+    even kernels, paddings that leave the last input row or column out, non-square frames."""
+    require_cpu_kernel()
+    cases = [((2, 8, 8, 16), 3, 16, ((1, 1),) * 2), ((1, 12, 8, 8), 5, 24, ((2, 2),) * 2),
+             ((2, 6, 10, 16), 4, 8, ((1, 1),) * 2), ((1, 8, 6, 24), 1, 16, ((0, 0),) * 2)]
+    with jax.enable_x64(dtype == "float64"):
+        for shape, k, features, padding in cases:
+            x = jax.random.normal(jax.random.key(0), shape, dtype)
+            kernel = jax.random.normal(jax.random.key(1), (k, k, shape[-1], features), dtype)
+            dy = jnp.cos(convolutions._conv(x, kernel, padding, 2))
+            ours = cpu_kernels.conv_kernel_grad(x, dy, (k, k), padding, 2)
+            _, kernel_vjp = jax.vjp(lambda w: convolutions._conv(x, w, padding, 2), kernel)  # noqa: B023
+            assert_close(ours, kernel_vjp(dy)[0], bound, shape)
+            grads = jax.grad(lambda *a: jnp.sum(jnp.sin(convolutions.conv_stride2_grads(  # noqa: B023
+                *a, padding))), (0, 1))(x, kernel)
+            ref = jax.grad(lambda *a: jnp.sum(jnp.sin(convolutions._conv(  # noqa: B023
+                *a, padding, 2))), (0, 1))(x, kernel)
+            assert_close(grads, ref, bound, shape)
+
+
 def test_dense_kernel_gradient_is_used_where_it_runs():
-    """k x k stride-1 NHWC convolutions with channels multiples of 8, float32/float64, traced for
-    CPU; not 1 x 1 kernels, other channel counts, bfloat16, strides, or programs for TPU."""
+    """k x k NHWC convolutions (stride 1, or 2 where conv_stride2_grads takes them) with channels
+    multiples of 8, float32/float64, traced for CPU; not 1 x 1 kernels, other channel counts,
+    bfloat16, other stride-2 frames, or programs for TPU."""
     require_cpu_kernel()
     nhwc = ("NHWC", "HWIO", "NHWC")
 
@@ -81,7 +104,8 @@ def test_dense_kernel_gradient_is_used_where_it_runs():
     assert not calls((2, 8, 8, 16), (1, 1, 16, 8))
     assert not calls((2, 8, 8, 12), (3, 3, 12, 8)) and not calls((2, 8, 8, 1), (3, 3, 1, 8))
     assert not calls((2, 8, 8, 16), (3, 3, 16, 8), jnp.bfloat16)
-    assert not calls((2, 8, 8, 16), (3, 3, 16, 8), stride=2)
+    assert calls((2, 8, 8, 16), (3, 3, 16, 8), stride=2)  # through conv_stride2_grads
+    assert not calls((2, 7, 7, 16), (3, 3, 16, 8), stride=2)  # odd frames: lax's convolution
     with layers.target_platform("tpu"):
         assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
     with cpu_kernels.portable_program():

@@ -51,11 +51,12 @@ def _cpu_kernel_grad_runs(x, kernel) -> bool:
             and cpu_kernels.usable(x.dtype))
 
 
-def _kernel_grad(x, kernel, dy, padding):
-    """The stride-1 convolution's kernel gradient: the C++ loop where it runs, else XLA's."""
+def _kernel_grad(x, kernel, dy, padding, stride: int = 1):
+    """The convolution's kernel gradient: the C++ loop where it runs, else XLA's."""
     if _cpu_kernel_grad_runs(x, kernel):
-        return cpu_kernels.conv_kernel_grad(x, dy.astype(x.dtype), kernel.shape[:2], padding)
-    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, padding), kernel)
+        return cpu_kernels.conv_kernel_grad(x, dy.astype(x.dtype), kernel.shape[:2], padding,
+                                            stride)
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, padding, stride), kernel)
     return kernel_vjp(dy)[0]
 
 
@@ -184,8 +185,9 @@ def conv_stride2_grads(x, kernel, padding: tuple):
     that of the same convolution written as a stride-1 one on x's 2x2 space-to-depth: XLA:CPU
     computes a strided convolution's input gradient by dilating the output gradient, a form its
     YNNPACK kernels do not take (28 ms against 3 ms for SimVP's first downsampling layer in the
-    quickstart's train step at batch 16). Forward pass and kernel gradient stay XLA's (faster
-    in their own form). Call it only where `_s2d_geometry` has a form for both axes."""
+    quickstart's train step at batch 16). The kernel gradient is the C++ loop's where it runs
+    (`_kernel_grad`), else XLA's (as the forward pass, faster in its own form). Call it only
+    where `_s2d_geometry` has a form for both axes."""
     return _conv(x, kernel, padding, 2)
 
 
@@ -198,8 +200,7 @@ def _conv_stride2_bwd(padding, residuals, dy):
     geometry = tuple(_s2d_geometry(size, k, pad)
                      for size, k, pad in zip(x.shape[1:3], kernel.shape[:2], padding))
     _, input_vjp = jax.vjp(lambda v: _stride2_as_stride1(v, kernel, geometry), x)
-    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, padding, 2), kernel)
-    return input_vjp(dy)[0], kernel_vjp(dy)[0]
+    return input_vjp(dy)[0], _kernel_grad(x, kernel, dy, padding, 2)
 
 
 conv_stride2_grads.defvjp(_conv_stride2_fwd, _conv_stride2_bwd)

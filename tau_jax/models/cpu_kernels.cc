@@ -16,8 +16,9 @@
 // first transposes both operands to channel-major copies, then runs a convolution with a whole
 // image as its window: 34 ms for SimVP's 64 -> 64 channel 3x3 at 64x64 over 20 frames, 9 ms for a
 // 16-channel one over 40, where this loop takes 13 and 2 (450-550 GFLOP/s on two cores):
-//   dw[i, j, ci, co] = sum_{b, oh, ow} x[b, oh + i - pt, ow + j - pl, ci] * g[b, oh, ow, co]
-// One input row and one output-gradient row make a small matrix product per tap (K = the row's
+//   dw[i, j, ci, co] = sum_{b, oh, ow} x[b, s oh + i - pt, s ow + j - pl, ci] * g[b, oh, ow, co]
+// (stride s: 1, or 2 for SimVP's downsampling layers, where XLA's transposed copy of the
+// full-resolution input alone took 2.4 ms of a small gSTA's step). One input row and one output-gradient row make a small matrix product per tap (K = the row's
 // width), done in register blocks of BI input x BJ output channels.
 //
 // GroupNorm + SiLU (group_norm.py), the four passes over a channels-last map x (B, P, C) that
@@ -142,7 +143,7 @@ void KernelGrad(ffi::ThreadPool& pool, const Geometry& s, const T* x, const T* g
 // ---- dense convolution kernel gradient --------------------------------------------------------
 
 struct ConvGeometry {
-  int64_t B, H, W, Ci, Ho, Wo, Co, kh, kw, pt, pl;
+  int64_t B, H, W, Ci, Ho, Wo, Co, kh, kw, pt, pl, st;  // st: the stride of both axes
 };
 
 template <typename T, int VB>
@@ -181,20 +182,21 @@ void ConvKernelGradRow(const ConvGeometry& s, const T* x, const T* g, T* acc, in
   constexpr int64_t BJ = NV * VB / sizeof(T);
   const T* g_row = g + (b * s.Ho + oh) * s.Wo * s.Co;
   for (int64_t i = 0; i < s.kh; ++i) {
-    const int64_t ih = oh + i - s.pt;
+    const int64_t ih = oh * s.st + i - s.pt;
     if (ih < 0 || ih >= s.H) continue;
     const T* x_row = x + (b * s.H + ih) * s.W * s.Ci;
     for (int64_t j = 0; j < s.kw; ++j) {
-      // output columns whose tap j lands inside the row
-      const int64_t ow0 = std::max<int64_t>(0, s.pl - j);
-      const int64_t ow1 = std::min<int64_t>(s.Wo, s.W + s.pl - j);
+      // output columns ow whose tap j lands inside the row: 0 <= ow st + j - pl < W
+      const int64_t before = s.pl - j, last = s.W - 1 + s.pl - j;
+      const int64_t ow0 = before > 0 ? (before + s.st - 1) / s.st : 0;
+      const int64_t ow1 = last >= 0 ? std::min<int64_t>(s.Wo, last / s.st + 1) : 0;
       if (ow1 <= ow0) continue;
-      const T* X = x_row + (ow0 + j - s.pl) * s.Ci;
+      const T* X = x_row + (ow0 * s.st + j - s.pl) * s.Ci;
       const T* G = g_row + ow0 * s.Co;
       T* tap = acc + (i * s.kw + j) * s.Ci * s.Co;
       for (int64_t ci = 0; ci < s.Ci; ci += BI)
         for (int64_t co = 0; co < s.Co; co += BJ)
-          BlockProduct<T, VB, BI, NV>(X + ci, s.Ci, G + co, s.Co, ow1 - ow0,
+          BlockProduct<T, VB, BI, NV>(X + ci, s.st * s.Ci, G + co, s.Co, ow1 - ow0,
                                       tap + ci * s.Co + co, s.Co);
     }
   }
@@ -430,10 +432,11 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer
 }
 
 ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
-                              ffi::Result<ffi::AnyBuffer> dw, int64_t pad_top, int64_t pad_left) {
+                              ffi::Result<ffi::AnyBuffer> dw, int64_t pad_top, int64_t pad_left,
+                              int64_t stride) {
   auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
   const ConvGeometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2],
-                       gd[3], wd[0], wd[1], pad_top, pad_left};
+                       gd[3], wd[0], wd[1], pad_top, pad_left, stride};
   if (s.Ci % 8 || s.Co % 8) return ffi::Error::InvalidArgument("channels must be multiples of 8");
   return WithData(x, g, dw, [&](auto* x, auto* g, auto* dw) {
     ConvKernelGradBlocked(pool, s, x, g, dw);
@@ -510,7 +513,8 @@ auto Signature(const char* first, const char* second) {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseForward, ForwardImpl, Signature("dilation", "padding"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, KernelGradImpl,
                               Signature("dilation", "padding"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl, Signature("pad_top", "pad_left"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl,
+                              Signature("pad_top", "pad_left").Attr<int64_t>("stride"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ChannelSums, ChannelSumsImpl, Arrays<1>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSilu, AffineSiluImpl, Arrays<2>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSiluGradSums, AffineSiluGradSumsImpl, Arrays<3>());

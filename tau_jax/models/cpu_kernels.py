@@ -183,13 +183,15 @@ def _depthwise_conv_bwd(dilation, padding, residuals, g):
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
-def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple):
-    """Kernel gradient (kh, kw, Ci, Co) of the stride-1 NHWC x HWIO convolution of x (B, H, W, Ci)
-    with padding ((top, bottom), (left, right)), given its output gradient g (B, Ho, Wo, Co): the
-    C++ loop; Ci and Co multiples of 8, float32 or float64. Call `available()` first."""
+def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple, stride: int = 1):
+    """Kernel gradient (kh, kw, Ci, Co) of the NHWC x HWIO convolution of x (B, H, W, Ci) with
+    padding ((top, bottom), (left, right)) and `stride` on both axes, given its output gradient
+    g (B, Ho, Wo, Co): the C++ loop; Ci and Co multiples of 8, float32 or float64. Call
+    `available()` first."""
     out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
     return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(
-        x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
+        x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]),
+        stride=np.int64(stride))
 
 
 # GroupNorm + SiLU's passes over a map x (B, P, C) (group_norm.py), per-(sample, channel)

@@ -335,8 +335,11 @@ class DropPath(nn.Module):
 def gelu(x):
     """Exact GELU as PyTorch writes it, x * (1 + erf(x / sqrt 2)) / 2 (flax's `nn.gelu` defaults
     to the tanh form, and its exact form goes through erfc, whose branches cost XLA:CPU about 4x
-    the time of erf's polynomial: a third of the quickstart translator's forward pass)."""
-    return x * (jax.lax.erf(x * np.float32(1 / math.sqrt(2))).astype(x.dtype) + 1) / 2
+    the time of erf's polynomial: a third of the quickstart translator's forward pass). Halved
+    inside, x * (erf / 2 + 1 / 2): a trailing `/ 2` becomes, in the backward pass, a product by a
+    broadcast 0.5 that XLA:CPU fuses into the next layer's matrix product as a stored 4 MB array
+    (a small gSTA's train step 2% slower)."""
+    return x * (jax.lax.erf(x * np.float32(1 / math.sqrt(2))).astype(x.dtype) * 0.5 + 0.5)
 
 
 # ----------------------------------------------------------------------------------------------
