@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from tau_jax import cli_help
+from tau_jax import cli_help, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
@@ -415,6 +415,8 @@ def main(argv=None):
         sys.exit(EXIT_USAGE)
     command = argv.pop(1)
     argv[0] = f"tau-jax {command}"
+    if command in ("train", "eval", "predict", "benchmark"):
+        host_memory.keep_freed_memory()  # before JAX's CPU client exists
     if any(a in cli_help.HELP_FLAGS for a in argv[1:]):
         print(cli_help.command_help(command, flags.FLAGS))
         sys.exit(0)
