@@ -443,9 +443,7 @@ def main(argv=None):
         _fail(command, e, argv)
     app.run({"train": _train, "eval": _eval, "predict": _predict, "convert": _convert,
              "vis": _vis, "summary": _summary, "benchmark": _benchmark, "compile": _compile,
-             "data": _data}[command],
-            argv=argv,
-            flags_parser=_parse_flags)
+             "data": _data}[command], argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
