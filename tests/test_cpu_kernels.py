@@ -2,6 +2,8 @@
 convolution, dense kernel gradients and GroupNorm + SiLU's passes equal to XLA's, where each is
 used, sharded programs, the build cache, and the fallback without a compiler."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,8 +120,8 @@ def test_group_norm_silu_passes_equal_xlas(dtype, bound):
     shift, scale and bias: sub-pixel blocks, channel counts that are not divisors or multiples of
     16 (the loops' period), maps that end mid-period, a sample split over several tasks."""
     require_cpu_kernel()
-    cases = [((3, 5, 7, 16), 1, 2), ((2, 3, 5, 64), 4, 2), ((4, 9, 9, 8), 1, 2),
-             ((2, 4, 4, 12), 1, 3), ((3, 3, 3, 10), 1, 5), ((1, 32, 32, 16), 1, 2)]
+    cases = [((2, 3, 5, 64), 4, 2), ((4, 9, 9, 8), 1, 2), ((2, 4, 4, 12), 1, 3),
+             ((3, 3, 3, 10), 1, 5), ((1, 32, 32, 16), 1, 2)]
     with jax.enable_x64(dtype == "float64"):
         for shape, blocks, groups in cases:
             keys = jax.random.split(jax.random.key(0), 5)
@@ -128,12 +130,14 @@ def test_group_norm_silu_passes_equal_xlas(dtype, bound):
             scale, bias = (jax.random.normal(k, (shape[-1] // blocks,), dtype) for k in keys[2:4])
             dy = jax.random.normal(keys[4], shape, dtype)
 
-            def run(kernels):
+            @functools.partial(jax.jit, static_argnums=0)
+            def run(kernels, *args):
                 y, vjp = jax.vjp(lambda *a: group_norm_silu(  # noqa: B023
-                    *a, groups, 1e-5, blocks, kernels), x, shift, scale, bias)
-                return (y, *vjp(dy))
+                    *a, groups, 1e-5, blocks, kernels), *args)
+                return (y, *vjp(dy))  # noqa: B023
 
-            assert_close(run(True), run(False), bound, shape)
+            assert_close(run(True, x, shift, scale, bias), run(False, x, shift, scale, bias),
+                         bound, shape)
 
 
 def test_group_norm_silu_uses_the_passes_where_they_run():
