@@ -294,10 +294,12 @@ def test_cells_use_the_explicit_gradient_convolution_on_cpu(tiny_models):
     assert jax.default_backend() == "cpu" and "custom_vjp_call" in jaxpr
 
 
-def test_collected_kernel_gradients_are_the_per_step_ones():
+@pytest.mark.parametrize("c", [3, 8])
+def test_collected_kernel_gradients_are_the_per_step_ones(c):
     """The pairing convolutions.conv_collecting_kernel_grad / kernel_grad_collector (kernel
-    gradients summed over a scan after it) gives lax's gradients, float32 and bfloat16."""
-    steps, b, h, c = 5, 2, 6, 3
+    gradients summed over a scan after it) gives lax's gradients, float32 and bfloat16; with 8
+    channels the C++ kernel gradient reads the collected packs in place."""
+    steps, b, h = 5, 2, 6
     pad = ((1, 1), (1, 1))
     kernel = jax.random.normal(jax.random.key(0), (3, 3, c, c)) * 0.3
     xs = jax.random.normal(jax.random.key(1), (steps, b, h, h, c))

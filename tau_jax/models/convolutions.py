@@ -138,8 +138,12 @@ def _collector_fwd(kernel, lead, dtype, padding):
 def _collector_bwd(lead, dtype, padding, kernel, packs):
     wide = jnp.promote_types(packs.dtype, jnp.float32)
     packs = packs.reshape(-1, *packs.shape[-3:]).astype(wide)
-    x, dy = packs[..., :kernel.shape[2]], packs[..., kernel.shape[2]:]
-    return (_kernel_grad(x, kernel.astype(wide), dy, padding).astype(kernel.dtype),)
+    ci, wide_kernel = kernel.shape[2], kernel.astype(wide)
+    if _cpu_kernel_grad_runs(jax.ShapeDtypeStruct((*packs.shape[:-1], ci), wide), wide_kernel):
+        grad = cpu_kernels.conv_kernel_grad_packed(packs, ci, kernel.shape[:2], padding)
+    else:
+        grad = _kernel_grad(packs[..., :ci], wide_kernel, packs[..., ci:], padding)
+    return (grad.astype(kernel.dtype),)
 
 
 kernel_grad_collector.defvjp(_collector_fwd, _collector_bwd)

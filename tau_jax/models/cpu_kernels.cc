@@ -144,6 +144,7 @@ void KernelGrad(ffi::ThreadPool& pool, const Geometry& s, const T* x, const T* g
 
 struct ConvGeometry {
   int64_t B, H, W, Ci, Ho, Wo, Co, kh, kw, pt, pl, st;  // st: the stride of both axes
+  int64_t xc, gc;  // x's and g's pixel strides: Ci and Co, or Ci + Co for packs [x, g]
 };
 
 template <typename T, int VB>
@@ -180,23 +181,23 @@ template <typename T, int VB, int BI, int NV>
 void ConvKernelGradRow(const ConvGeometry& s, const T* x, const T* g, T* acc, int64_t b,
                        int64_t oh) {
   constexpr int64_t BJ = NV * VB / sizeof(T);
-  const T* g_row = g + (b * s.Ho + oh) * s.Wo * s.Co;
+  const T* g_row = g + (b * s.Ho + oh) * s.Wo * s.gc;
   for (int64_t i = 0; i < s.kh; ++i) {
     const int64_t ih = oh * s.st + i - s.pt;
     if (ih < 0 || ih >= s.H) continue;
-    const T* x_row = x + (b * s.H + ih) * s.W * s.Ci;
+    const T* x_row = x + (b * s.H + ih) * s.W * s.xc;
     for (int64_t j = 0; j < s.kw; ++j) {
       // output columns ow whose tap j lands inside the row: 0 <= ow st + j - pl < W
       const int64_t before = s.pl - j, last = s.W - 1 + s.pl - j;
       const int64_t ow0 = before > 0 ? (before + s.st - 1) / s.st : 0;
       const int64_t ow1 = last >= 0 ? std::min<int64_t>(s.Wo, last / s.st + 1) : 0;
       if (ow1 <= ow0) continue;
-      const T* X = x_row + (ow0 * s.st + j - s.pl) * s.Ci;
-      const T* G = g_row + ow0 * s.Co;
+      const T* X = x_row + (ow0 * s.st + j - s.pl) * s.xc;
+      const T* G = g_row + ow0 * s.gc;
       T* tap = acc + (i * s.kw + j) * s.Ci * s.Co;
       for (int64_t ci = 0; ci < s.Ci; ci += BI)
         for (int64_t co = 0; co < s.Co; co += BJ)
-          BlockProduct<T, VB, BI, NV>(X + ci, s.st * s.Ci, G + co, s.Co, ow1 - ow0,
+          BlockProduct<T, VB, BI, NV>(X + ci, s.st * s.xc, G + co, s.gc, ow1 - ow0,
                                       tap + ci * s.Co + co, s.Co);
     }
   }
@@ -436,10 +437,28 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBu
                               int64_t stride) {
   auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
   const ConvGeometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2],
-                       gd[3], wd[0], wd[1], pad_top, pad_left, stride};
+                       gd[3], wd[0], wd[1], pad_top, pad_left, stride, xd[3], gd[3]};
   if (s.Ci % 8 || s.Co % 8) return ffi::Error::InvalidArgument("channels must be multiples of 8");
   return WithData(x, g, dw, [&](auto* x, auto* g, auto* dw) {
     ConvKernelGradBlocked(pool, s, x, g, dw);
+  });
+}
+
+// Packs (B, H, W, Ci + Co) of x and g along channels (the recurrent models' collectors), stride 1
+// and output size = input size: the kernel gradient without slicing them apart first.
+ffi::Error ConvKernelGradPackedImpl(ffi::ThreadPool pool, ffi::AnyBuffer packs,
+                                    ffi::Result<ffi::AnyBuffer> dw, int64_t pad_top,
+                                    int64_t pad_left) {
+  auto pd = packs.dimensions(), wd = dw->dimensions();
+  const int64_t ci = wd[2], co = wd[3];
+  if (ci % 8 || co % 8) return ffi::Error::InvalidArgument("channels must be multiples of 8");
+  if (ci + co != pd[3]) return ffi::Error::InvalidArgument("packs must hold Ci + Co channels");
+  const ConvGeometry s{pd[0], pd[1], pd[2], ci, pd[1], pd[2], co, wd[0], wd[1],
+                       pad_top, pad_left, 1, ci + co, ci + co};
+  return ByType({packs.element_type(), dw->element_type()}, [&](auto tag) {
+    using T = decltype(tag);
+    const T* data = packs.typed_data<T>();
+    ConvKernelGradBlocked(pool, s, data, data + ci, dw->typed_data<T>());
   });
 }
 
@@ -519,3 +538,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ChannelSums, ChannelSumsImpl, Arrays<1>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSilu, AffineSiluImpl, Arrays<2>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSiluGradSums, AffineSiluGradSumsImpl, Arrays<3>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSiluGrad, AffineSiluGradImpl, Arrays<3>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGradPacked, ConvKernelGradPackedImpl,
+                              Arrays<1>().Attr<int64_t>("pad_top").Attr<int64_t>("pad_left"));

@@ -39,6 +39,7 @@ SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = {"tau_jax_depthwise_forward": "DepthwiseForward",
            "tau_jax_depthwise_kernel_grad": "DepthwiseKernelGrad",
            "tau_jax_conv_kernel_grad": "ConvKernelGrad",
+           "tau_jax_conv_kernel_grad_packed": "ConvKernelGradPacked",
            "tau_jax_channel_sums": "ChannelSums",
            "tau_jax_affine_silu": "AffineSilu",
            "tau_jax_affine_silu_grad_sums": "AffineSiluGradSums",
@@ -192,6 +193,15 @@ def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple, stride: i
     return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(
         x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]),
         stride=np.int64(stride))
+
+
+def conv_kernel_grad_packed(packs, in_channels: int, kernel_hw: tuple[int, int], padding: tuple):
+    """`conv_kernel_grad` (stride 1, output size = input size) of x = packs[..., :in_channels]
+    and g = packs[..., in_channels:], read in place."""
+    shape = (*kernel_hw, in_channels, packs.shape[3] - in_channels)
+    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad_packed",
+                            jax.ShapeDtypeStruct(shape, packs.dtype))(
+        packs, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
 
 
 # GroupNorm + SiLU's passes over a map x (B, P, C) (group_norm.py), per-(sample, channel)
