@@ -36,8 +36,9 @@ def group_norm_silu(x, shift, scale, bias, groups: int, epsilon: float, blocks: 
     loops it needs anyway.
 
     With `kernels` (float32/float64, `cpu_kernels.usable`) the four passes over the map (sums,
-    SiLU, gradient sums, gradient) are C++ loops (`cpu_kernels.affine_silu` and kin), 3-5x
-    faster than XLA:CPU's at SimVP's shapes; the per-channel arithmetic between them is the same.
+    SiLU, gradient sums, gradient) are C++ loops (`cpu_kernels.affine_silu` and kin): a small
+    gSTA's train step 7.6% faster, the quickstart's 6.3% (in-process A/B); the per-channel
+    arithmetic between them is the same.
     """
     return _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks, kernels)[0]
 
