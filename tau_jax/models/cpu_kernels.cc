@@ -1,5 +1,5 @@
-// Convolution kernels for XLA:CPU (jax.ffi custom calls), NHWC, stride 1. Built on first use by
-// cpu_kernels.py.
+// Kernels for XLA:CPU (jax.ffi custom calls) on channels-last arrays: convolutions and the
+// GroupNorm + SiLU passes. Built on first use by cpu_kernels.py.
 //
 // Depthwise (forward and kernel gradient). Why by hand: XLA:CPU has no fast depthwise kernel
 // gradient. Its grouped-convolution gradient runs outside its libraries (860 ms at 4096
@@ -18,12 +18,13 @@
 // 16-channel one over 40, where this loop takes 13 and 2 (450-550 GFLOP/s on two cores):
 //   dw[i, j, ci, co] = sum_{b, oh, ow} x[b, s oh + i - pt, s ow + j - pl, ci] * g[b, oh, ow, co]
 // (stride s: 1, or 2 for SimVP's downsampling layers, where XLA's transposed copy of the
-// full-resolution input alone took 2.4 ms of a small gSTA's step). One input row and one output-gradient row make a small matrix product per tap (K = the row's
-// width), done in register blocks of BI input x BJ output channels.
+// full-resolution input alone took 2.4 ms of a small gSTA's step). One input row and one
+// output-gradient row make a small matrix product per tap (K = the row's width), done in register
+// blocks of BI input x BJ output channels.
 //
 // GroupNorm + SiLU (group_norm.py), the four passes over a channels-last map x (B, P, C) that
 // need the whole map, with per-(sample, channel) coefficients k[n, b, c] computed in between:
-//   sums:        out = (sum_p x, sum_p x^2)                                   (float64 running sums)
+//   sums:        out = (sum_p x, sum_p x^2)                            (float64 running sums)
 //   silu:        y = z / (1 + exp(-z)),  z = x k0 + k1
 //   grad sums:   dz = dy s (1 + z (1 - s)), s = sigmoid(z);  out = (sum_p dz, sum_p dz (x k2 + k3))
 //   grad:        dx = dz k2 + x k3 + k4  (dz as above, recomputed rather than stored)
@@ -31,16 +32,15 @@
 // pass, 64 x 64 x 16 over 40 frames); with these loops the step is 7.6% faster.
 
 #include <algorithm>
-#include <cmath>
-#include <initializer_list>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <numeric>
-#include <utility>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -366,7 +366,7 @@ inline T SiluGrad(T z, T dy) {
 
 template <typename T>
 void SiluGradSumsPass(ffi::ThreadPool& pool, const MapGeometry& s, const T* x, const T* dy,
-                        const T* k, T* out) {
+                      const T* k, T* out) {
   std::vector<double> acc(s.B * s.parts * 2 * s.L, 0.0);
   OverMap<T, 4>(pool, s, k, [&](int64_t t, int64_t e0, int64_t n, const T* c) {
     const T *c0 = c, *c1 = c + s.L, *c2 = c + 2 * s.L, *c3 = c + 3 * s.L;
@@ -381,7 +381,7 @@ void SiluGradSumsPass(ffi::ThreadPool& pool, const MapGeometry& s, const T* x, c
 
 template <typename T>
 void SiluGradPass(ffi::ThreadPool& pool, const MapGeometry& s, const T* x, const T* dy,
-                    const T* k, T* dx) {
+                  const T* k, T* dx) {
   OverMap<T, 5>(pool, s, k, [&](int64_t, int64_t e0, int64_t n, const T* c) {
     const T *c0 = c, *c1 = c + s.L, *c2 = c + 2 * s.L, *c3 = c + 3 * s.L, *c4 = c + 4 * s.L;
     Elements(n, s.L, [&](int64_t e, int64_t j) {
@@ -394,42 +394,41 @@ void SiluGradPass(ffi::ThreadPool& pool, const MapGeometry& s, const T* x, const
 
 // ---- FFI entry points --------------------------------------------------------------------------
 
-// Calls run(T{}) for the element type T (float32 or float64) that the buffers share.
-template <typename Run>
-ffi::Error ByType(std::initializer_list<ffi::DataType> types, Run run) {
-  const ffi::DataType type = *types.begin();
-  for (ffi::DataType other : types)
-    if (other != type) return ffi::Error::InvalidArgument("operands of different dtypes");
-  if (type == ffi::DataType::F32)
-    run(float{});
-  else if (type == ffi::DataType::F64)
-    run(double{});
+ffi::DataType Type(ffi::AnyBuffer b) { return b.element_type(); }
+ffi::DataType Type(ffi::Result<ffi::AnyBuffer>& b) { return b->element_type(); }
+template <typename T>
+T* Data(ffi::AnyBuffer b) { return b.typed_data<T>(); }
+template <typename T>
+T* Data(ffi::Result<ffi::AnyBuffer>& b) { return b->typed_data<T>(); }
+
+// Calls run(data...) with the buffers' data as T* for the element type T (float32 or float64)
+// they all share.
+template <typename Run, typename... Buffers>
+ffi::Error WithData(Run run, Buffers&... buffers) {
+  const ffi::DataType types[] = {Type(buffers)...};
+  for (ffi::DataType type : types)
+    if (type != types[0]) return ffi::Error::InvalidArgument("operands of different dtypes");
+  if (types[0] == ffi::DataType::F32)
+    run(Data<float>(buffers)...);
+  else if (types[0] == ffi::DataType::F64)
+    run(Data<double>(buffers)...);
   else
     return ffi::Error::InvalidArgument("only float32 and float64 are supported");
   return ffi::Error::Success();
-}
-
-// Calls run(a, b, out) with the buffers' data as T* for their element type T.
-template <typename Run>
-ffi::Error WithData(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out, Run run) {
-  return ByType({a.element_type(), b.element_type(), out->element_type()}, [&](auto tag) {
-    using T = decltype(tag);
-    run(a.typed_data<T>(), b.typed_data<T>(), out->typed_data<T>());
-  });
 }
 
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
                        ffi::Result<ffi::AnyBuffer> out, int64_t dilation, int64_t padding) {
   auto xd = x.dimensions(), kd = k.dimensions(), od = out->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], od[1], od[2], kd[0], kd[1], dilation, padding};
-  return WithData(x, k, out, [&](auto* x, auto* k, auto* out) { Forward(pool, s, x, k, out); });
+  return WithData([&](auto* x, auto* k, auto* out) { Forward(pool, s, x, k, out); }, x, k, out);
 }
 
 ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
                           ffi::Result<ffi::AnyBuffer> dk, int64_t dilation, int64_t padding) {
   auto xd = x.dimensions(), gd = g.dimensions(), kd = dk->dimensions();
   const Geometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], kd[0], kd[1], dilation, padding};
-  return WithData(x, g, dk, [&](auto* x, auto* g, auto* dk) { KernelGrad(pool, s, x, g, dk); });
+  return WithData([&](auto* x, auto* g, auto* dk) { KernelGrad(pool, s, x, g, dk); }, x, g, dk);
 }
 
 ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer g,
@@ -439,9 +438,8 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBu
   const ConvGeometry s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2],
                        gd[3], wd[0], wd[1], pad_top, pad_left, stride, xd[3], gd[3]};
   if (s.Ci % 8 || s.Co % 8) return ffi::Error::InvalidArgument("channels must be multiples of 8");
-  return WithData(x, g, dw, [&](auto* x, auto* g, auto* dw) {
-    ConvKernelGradBlocked(pool, s, x, g, dw);
-  });
+  return WithData([&](auto* x, auto* g, auto* dw) { ConvKernelGradBlocked(pool, s, x, g, dw); },
+                  x, g, dw);
 }
 
 // Packs (B, H, W, Ci + Co) of x and g along channels (the recurrent models' collectors), stride 1
@@ -455,11 +453,8 @@ ffi::Error ConvKernelGradPackedImpl(ffi::ThreadPool pool, ffi::AnyBuffer packs,
   if (ci + co != pd[3]) return ffi::Error::InvalidArgument("packs must hold Ci + Co channels");
   const ConvGeometry s{pd[0], pd[1], pd[2], ci, pd[1], pd[2], co, wd[0], wd[1],
                        pad_top, pad_left, 1, ci + co, ci + co};
-  return ByType({packs.element_type(), dw->element_type()}, [&](auto tag) {
-    using T = decltype(tag);
-    const T* data = packs.typed_data<T>();
-    ConvKernelGradBlocked(pool, s, data, data + ci, dw->typed_data<T>());
-  });
+  return WithData([&](auto* p, auto* dw) { ConvKernelGradBlocked(pool, s, p, p + ci, dw); },
+                  packs, dw);
 }
 
 MapGeometry Map(ffi::ThreadPool& pool, ffi::AnyBuffer x) {
@@ -467,40 +462,32 @@ MapGeometry Map(ffi::ThreadPool& pool, ffi::AnyBuffer x) {
   return MapGeometry(d[0], d[1], d[2], pool.num_threads() + 1);
 }
 
-ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out) {
+ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                           ffi::Result<ffi::AnyBuffer> out) {
   const MapGeometry s = Map(pool, x);
-  return ByType({x.element_type(), out->element_type()}, [&](auto tag) {
-    using T = decltype(tag);
-    SumsPass(pool, s, x.typed_data<T>(), out->typed_data<T>());
-  });
+  return WithData([&](auto* x, auto* out) { SumsPass(pool, s, x, out); }, x, out);
 }
 
 ffi::Error AffineSiluImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer k,
                           ffi::Result<ffi::AnyBuffer> y) {
   const MapGeometry s = Map(pool, x);
-  return WithData(x, k, y, [&](auto* x, auto* k, auto* y) { SiluPass(pool, s, x, k, y); });
+  return WithData([&](auto* x, auto* k, auto* y) { SiluPass(pool, s, x, k, y); }, x, k, y);
 }
 
 ffi::Error AffineSiluGradSumsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                                   ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> out) {
   const MapGeometry s = Map(pool, x);
-  return ByType({x.element_type(), dy.element_type(), k.element_type(), out->element_type()},
-                [&](auto tag) {
-                  using T = decltype(tag);
-                  SiluGradSumsPass(pool, s, x.typed_data<T>(), dy.typed_data<T>(),
-                                     k.typed_data<T>(), out->typed_data<T>());
-                });
+  return WithData([&](auto* x, auto* dy, auto* k, auto* out) {
+    SiluGradSumsPass(pool, s, x, dy, k, out);
+  }, x, dy, k, out);
 }
 
 ffi::Error AffineSiluGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
                               ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> dx) {
   const MapGeometry s = Map(pool, x);
-  return ByType({x.element_type(), dy.element_type(), k.element_type(), dx->element_type()},
-                [&](auto tag) {
-                  using T = decltype(tag);
-                  SiluGradPass(pool, s, x.typed_data<T>(), dy.typed_data<T>(),
-                                 k.typed_data<T>(), dx->typed_data<T>());
-                });
+  return WithData([&](auto* x, auto* dy, auto* k, auto* dx) {
+    SiluGradPass(pool, s, x, dy, k, dx);
+  }, x, dy, k, dx);
 }
 
 // (thread pool; N arrays) -> one array
@@ -516,27 +503,18 @@ auto Arrays() {
         .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>();
 }
 
-// Every call: (thread pool; two arrays) -> one array, with two integers `names`.
-auto Signature(const char* first, const char* second) {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .Arg<ffi::AnyBuffer>()
-      .Arg<ffi::AnyBuffer>()
-      .Ret<ffi::AnyBuffer>()
-      .Attr<int64_t>(first)
-      .Attr<int64_t>(second);
-}
-
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseForward, ForwardImpl, Signature("dilation", "padding"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseForward, ForwardImpl,
+                              Arrays<2>().Attr<int64_t>("dilation").Attr<int64_t>("padding"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, KernelGradImpl,
-                              Signature("dilation", "padding"));
+                              Arrays<2>().Attr<int64_t>("dilation").Attr<int64_t>("padding"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl,
-                              Signature("pad_top", "pad_left").Attr<int64_t>("stride"));
+                              Arrays<2>().Attr<int64_t>("pad_top").Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("stride"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGradPacked, ConvKernelGradPackedImpl,
+                              Arrays<1>().Attr<int64_t>("pad_top").Attr<int64_t>("pad_left"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ChannelSums, ChannelSumsImpl, Arrays<1>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSilu, AffineSiluImpl, Arrays<2>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSiluGradSums, AffineSiluGradSumsImpl, Arrays<3>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AffineSiluGrad, AffineSiluGradImpl, Arrays<3>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGradPacked, ConvKernelGradPackedImpl,
-                              Arrays<1>().Attr<int64_t>("pad_top").Attr<int64_t>("pad_left"));

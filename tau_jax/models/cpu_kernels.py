@@ -184,24 +184,27 @@ def _depthwise_conv_bwd(dilation, padding, residuals, g):
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
+def _pads(padding) -> dict:
+    """The dense kernel gradients' attributes: padding ((top, _), (left, _)) before the input."""
+    return dict(pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
+
+
 def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple, stride: int = 1):
     """Kernel gradient (kh, kw, Ci, Co) of the NHWC x HWIO convolution of x (B, H, W, Ci) with
     padding ((top, bottom), (left, right)) and `stride` on both axes, given its output gradient
     g (B, Ho, Wo, Co): the C++ loop; Ci and Co multiples of 8, float32 or float64. Call
     `available()` first."""
     out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
-    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(
-        x, g, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]),
-        stride=np.int64(stride))
+    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(x, g, **_pads(padding),
+                                                             stride=np.int64(stride))
 
 
 def conv_kernel_grad_packed(packs, in_channels: int, kernel_hw: tuple[int, int], padding: tuple):
     """`conv_kernel_grad` (stride 1, output size = input size) of x = packs[..., :in_channels]
     and g = packs[..., in_channels:], read in place."""
-    shape = (*kernel_hw, in_channels, packs.shape[3] - in_channels)
-    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad_packed",
-                            jax.ShapeDtypeStruct(shape, packs.dtype))(
-        packs, pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
+    out = jax.ShapeDtypeStruct((*kernel_hw, in_channels, packs.shape[3] - in_channels),
+                               packs.dtype)
+    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad_packed", out)(packs, **_pads(padding))
 
 
 # GroupNorm + SiLU's passes over a map x (B, P, C) (group_norm.py), per-(sample, channel)

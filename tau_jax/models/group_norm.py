@@ -96,10 +96,10 @@ def _gn_silu_forward(x, shift, scale, bias, groups, epsilon, blocks, kernels):
     channels = xf.shape[-1]
     pixels = xf.size // (xf.shape[0] * channels)
     n = pixels * channels // groups
-    rows = _rows(xf)
     if kernels:
         x_sum, x_sq_sum = cpu_kernels.channel_sums(_map(xf))  # (B, C), of x without shift
     else:
+        rows = _rows(xf)
         x_sum, x_sq_sum = _channel_sums(rows, channels), _channel_sums(rows * rows, channels)
     mean = _per_group(x_sum + pixels * shift, groups, blocks) / n
     sq_mean = _per_group(x_sq_sum + shift * (2 * x_sum + pixels * shift), groups, blocks) / n
@@ -127,15 +127,16 @@ def _gn_silu_backward(groups, epsilon, blocks, kernels, residuals, dy):
     channels = xf.shape[-1]
     pixels = xf.size // (xf.shape[0] * channels)
     n = pixels * channels // groups
-    rows = _rows(xf)
     scales = jnp.tile(scale, blocks)
     # xhat = x * p + q and z = xhat * scale + bias = x * a + c, per (sample, channel)
     p, q = rstd, (shift - mean) * rstd
     mul, offset = p * scales, q * scales + jnp.tile(bias, blocks)
     if kernels:
-        dz_sum, dz_xhat_sum = cpu_kernels.affine_silu_grad_sums(_map(xf), _map(dy.astype(xf.dtype)),
+        x_map, dy_map = _map(xf), _map(dy.astype(xf.dtype))
+        dz_sum, dz_xhat_sum = cpu_kernels.affine_silu_grad_sums(x_map, dy_map,
                                                                 _stack(xf, mul, offset, p, q))
     else:
+        rows = _rows(xf)
         a, c, p_rows, q_rows = _coefficients(rows, mul, offset, p, q)
         z = rows * a + c
         s = jax.nn.sigmoid(z)
@@ -151,7 +152,7 @@ def _gn_silu_backward(groups, epsilon, blocks, kernels, residuals, dy):
     # dx = rstd * (dz * scale - m1 - xhat * m2) = dz * dz_coef + x * x_coef + dx_offset
     dx_coefs = (rstd * scales, -rstd * m2 * p, -rstd * (m1 + m2 * q))
     if kernels:
-        dx = cpu_kernels.affine_silu_grad(_map(xf), _map(dy.astype(xf.dtype)),
+        dx = cpu_kernels.affine_silu_grad(x_map, dy_map,
                                           _stack(xf, mul, offset, *dx_coefs)).reshape(x.shape)
     else:
         dz_coef, x_coef, dx_offset = _coefficients(rows, *dx_coefs)
