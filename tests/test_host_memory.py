@@ -32,7 +32,8 @@ PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc policy")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                    reason="keep_freed_memory sets glibc's malloc; this C library is not glibc")
 def test_freed_blocks_are_reused_without_page_faults():
     def second_block(mode):
         out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True,
