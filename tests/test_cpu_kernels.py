@@ -55,15 +55,40 @@ DENSE_CASES = [((2, 9, 7, 8), (3, 3), 16, ((1, 1), (1, 1))), ((3, 8, 10, 16), (5
 
 
 @pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
+def test_dense_forward_equals_xlas(dtype, bound):
+    """cpu_kernels.conv_forward against lax: every register-block path (output channels 8, 16,
+    24 (float64: 8-wide vectors), 32, 48, 224), input channels 1, 3, 8, 20, frames whose width
+    leaves a partial block of pixels, 'same', asymmetric, zero and more-than-'same' paddings
+    (the input gradient's padding is then negative), non-square kernels and frames."""
+    require_cpu_kernel()
+    cases = [((2, 9, 7, 1), (3, 3), 8, ((1, 1), (1, 1))), ((1, 16, 16, 3), (5, 5), 224, ((2, 2),) * 2),
+             ((2, 6, 11, 20), (3, 3), 24, ((0, 2), (1, 0))), ((1, 7, 7, 8), (3, 3), 16, ((0, 0),) * 2),
+             ((2, 5, 9, 16), (3, 5), 48, ((3, 3), (2, 2))), ((2, 6, 6, 8), (3, 3), 32, ((-1, 1),) * 2),
+             ((1, 4, 19, 8), (1, 3), 8, ((0, 0), (1, 1)))]
+    with jax.enable_x64(dtype == "float64"):
+        for shape, kernel_hw, features, padding in cases:
+            x = jax.random.normal(jax.random.key(0), shape, dtype)
+            kernel = jax.random.normal(jax.random.key(1), (*kernel_hw, shape[-1], features), dtype)
+            ours = jax.jit(cpu_kernels.conv_forward, static_argnums=2)(x, kernel, padding)
+            assert_close(ours, convolutions._conv(x, kernel, padding), bound, shape)
+
+
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])
 def test_dense_kernel_gradient_equals_xlas(dtype, bound):
+    """conv_cpu_kernel_grad (the C++ forward pass, input and kernel gradients) against lax's:
+    outputs and both gradients for an output gradient cos(y). The kernel is scaled to outputs of
+    order 1: cos of outputs of order 20 turns the two forward passes' float32 rounding (sums in
+    another order) into 1e-5 differences of the output gradient."""
     require_cpu_kernel()
     with jax.enable_x64(dtype == "float64"):
         for shape, kernel_hw, features, padding in DENSE_CASES:
             x = jax.random.normal(jax.random.key(0), shape, dtype)
-            kernel = jax.random.normal(jax.random.key(1), (*kernel_hw, shape[-1], features), dtype)
-            loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding)))  # noqa: E731
-            ours = jax.value_and_grad(loss(convolutions.conv_cpu_kernel_grad), (0, 1))(x, kernel)
-            ref = jax.value_and_grad(loss(convolutions._conv), (0, 1))(x, kernel)
+            kernel = jax.random.normal(jax.random.key(1), (*kernel_hw, shape[-1], features),
+                                       dtype) / np.sqrt(np.prod(kernel_hw) * shape[-1])
+            run = jax.jit(outputs_and_gradients, static_argnums=(0, 3, 4))
+            ours = run(lambda x, k, _, p: convolutions.conv_cpu_kernel_grad(x, k, p), x, kernel,
+                       None, padding)
+            ref = run(lambda x, k, _, p: convolutions._conv(x, k, p), x, kernel, None, padding)
             assert_close(ours, ref, bound, shape)
 
 
@@ -112,6 +137,33 @@ def test_dense_kernel_gradient_is_used_where_it_runs():
         assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
     with cpu_kernels.portable_program():
         assert not calls((2, 8, 8, 16), (3, 3, 16, 8))
+
+
+def test_dense_forward_is_used_where_it_runs():
+    """Stride-1 k x k NHWC convolutions with output channels a multiple of 8 (any input
+    channels), float32/float64, traced for CPU, forward pass and input gradient: SimVP's
+    (conv_by_backend, where the C++ kernel gradient runs too) and the recurrent cells'
+    (conv_general_dilated_by_backend); not 1 x 1 kernels, other output channels, bfloat16, or
+    programs for TPU or `portable_program()`."""
+    require_cpu_kernel()
+    nhwc = ("NHWC", "HWIO", "NHWC")
+
+    def calls(conv, shape, kernel_shape, dtype=jnp.float32):
+        x, k = jnp.zeros(shape, dtype), jnp.zeros(kernel_shape, dtype)
+        loss = lambda x: jnp.sum(conv(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=nhwc))  # noqa: E731,B023
+        return str(jax.make_jaxpr(jax.value_and_grad(loss))(x)).count("tau_jax_conv_forward")
+
+    for conv in (convolutions.conv_by_backend, convolutions.conv_general_dilated_by_backend):
+        assert calls(conv, (2, 8, 8, 16), (3, 3, 16, 8)) == 2  # forward pass, input gradient
+        assert calls(conv, (2, 8, 8, 16), (1, 1, 16, 8)) == 0
+        assert calls(conv, (2, 8, 8, 16), (3, 3, 16, 8), jnp.bfloat16) == 0
+        with layers.target_platform("tpu"):
+            assert calls(conv, (2, 8, 8, 16), (3, 3, 16, 8)) == 0
+        with cpu_kernels.portable_program():
+            assert calls(conv, (2, 8, 8, 16), (3, 3, 16, 8)) == 0
+    # the recurrent cells' form takes any input channels; an output of 12: its input gradient only
+    assert calls(convolutions.conv_general_dilated_by_backend, (2, 8, 8, 1), (3, 3, 1, 8)) == 1
+    assert calls(convolutions.conv_general_dilated_by_backend, (2, 8, 8, 16), (3, 3, 16, 12)) == 1
 
 
 @pytest.mark.parametrize("dtype,bound", [("float64", 1e-13), ("float32", 2e-6)])

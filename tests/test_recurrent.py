@@ -306,18 +306,20 @@ def test_collected_kernel_gradients_are_the_per_step_ones(c):
 
     def loss(kernel, collect, dtype):
         k = kernel.astype(dtype)
-        packs = convolutions.kernel_grad_collector(k, (steps, b, h, h), dtype, pad)
+        stacked = convolutions.kernel_grad_collector(k, (steps, b, h, h), dtype, pad)
+        flipped = jax.lax.stop_gradient(convolutions.flip_kernel(k))
 
         def body(state, inputs):
-            x, collector = inputs
+            x, slots = inputs
             if collect:
-                y = convolutions.conv_collecting_kernel_grad(state + x, k, collector, pad)
+                slot = convolutions.CollectorSlot(*slots, flipped)
+                y = convolutions.conv_collecting_kernel_grad(state + x, k, slot, pad)
             else:
                 y = jax.lax.conv_general_dilated(state + x, k, (1, 1), pad,
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
             return jnp.tanh(y), y
 
-        _, ys = jax.lax.scan(body, jnp.zeros((b, h, h, c), dtype), (xs.astype(dtype), packs))
+        _, ys = jax.lax.scan(body, jnp.zeros((b, h, h, c), dtype), (xs.astype(dtype), stacked))
         return jnp.sum(jnp.square(ys.astype(jnp.float32)))
 
     for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)):

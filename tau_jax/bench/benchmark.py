@@ -8,7 +8,9 @@ Definitions (the same for our model and the OpenSTL peer):
   forward passes at batch 100 (10 when max(H, W) >= 128);
 * each figure: `warmup` calls dropped, then `repeats` timings of `steps` calls, median reported
   (all repeats kept in the JSON); the clock stops after `block_until_ready`, once per repeat, so
-  no host sync sits inside the timed loop;
+  no host sync sits inside the timed loop; beside the peer, each of our repeats is followed by
+  one of the peer's, so that a machine whose speed drifts (shared CPUs do, by 20% within
+  minutes) slows both alike;
 * compile time: `jit(...).lower(...).compile()` wall time of each step;
 * memory: the device's `peak_bytes_in_use` where the backend reports it (GPU/TPU), and XLA's
   static estimate (arguments + outputs + temporaries - aliased) of each compiled step;
@@ -91,17 +93,21 @@ def inference_batch(in_shape) -> int:
     return 100 if max(int(in_shape[1]), int(in_shape[2])) < 128 else 10
 
 
-def _timed(fn, warmup: int, repeats: int, steps: int) -> list[float]:
+def _timed(fn, warmup: int, repeats: int, steps: int, beside=None):
     """Seconds per call of each repeat of `steps` calls of `fn` (which returns arrays); the
     clock stops when every call's outputs are ready (independent calls may finish out of
-    order)."""
+    order). `beside`: None, or a callable timing one repeat of the peer's step (seconds per
+    call), run after each of ours so that both see the machine in the same state. Returns
+    (ours, the peer's or [])."""
     jax.block_until_ready([fn() for _ in range(warmup)])
-    times = []
+    times, theirs = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready([fn() for _ in range(steps)])
         times.append((time.perf_counter() - start) / steps)
-    return times
+        if beside is not None:
+            theirs.append(beside())
+    return times, theirs
 
 
 def _flops(compiled) -> float | None:
@@ -135,8 +141,8 @@ def measure_breakdown(model, config, state, frames, warmup: int, repeats: int,
     forward = jit(lambda p, b, x: loss(p, b, x, key, state.step)[0]).lower(*args).compile()
     backward = jit(jax.grad(lambda p, b, x: loss(p, b, x, key, state.step),
                             has_aux=True)).lower(*args).compile()
-    return {"forward_loss_s": _timed(lambda: forward(*args), warmup, repeats, steps),
-            "forward_backward_s": _timed(lambda: backward(*args), warmup, repeats, steps)}
+    return {"forward_loss_s": _timed(lambda: forward(*args), warmup, repeats, steps)[0],
+            "forward_backward_s": _timed(lambda: backward(*args), warmup, repeats, steps)[0]}
 
 
 # Perfetto events that are the runtime's bookkeeping or Python, not XLA operations.
@@ -185,9 +191,10 @@ def mfu(step_flops: float | None, steps_per_s: float, peak: float | None) -> flo
 
 def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
                  infer_steps: int, breakdown: bool = False, profile: str | None = None,
-                 peak: float | None = None) -> dict:
+                 peak: float | None = None, peer=None) -> dict:
     """Our train and predict steps for `config` (its model.dtype already set); `peak`
-    (TFLOP/s) overrides the device table's."""
+    (TFLOP/s) overrides the device table's. With `peer` (openstl_peer.Peer) each of our
+    repeats is followed by one of the peer's, and its result is under "peer"."""
     mesh = make_mesh((-1, 1))
     model = models.build(config.model)
     mc = config.model
@@ -215,12 +222,13 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         state, metrics = train_compiled(state, train_frames)
         return metrics["loss"]
 
-    train = _timed(one_train_step, warmup, repeats, steps)
+    train, peer_train = _timed(one_train_step, warmup, repeats, steps,
+                               peer and peer.train_timer(batch, warmup, steps))
     train_peak = _device_peak_bytes()  # before the breakdown's un-donated steps run
     extra = {}
     if profile:
         jax.profiler.start_trace(profile, create_perfetto_trace=True)
-        extra["profiled_step_s"] = _timed(one_train_step, 0, 1, steps)[0]
+        extra["profiled_step_s"] = _timed(one_train_step, 0, 1, steps)[0][0]
         jax.profiler.stop_trace()
         extra["op_time_us_by_kind"] = op_time_by_kind(profile)
     if breakdown:
@@ -231,8 +239,11 @@ def measure_ours(config, batch: int, infer_batch: int, warmup: int, repeats: int
         raise FloatingPointError(f"the benchmark's train step produced a non-finite loss "
                                  f"({loss}); the timing would be meaningless.")
     variables = state.eval_variables(False)
-    infer = _timed(lambda: predict_compiled(variables, infer_frames), warmup, repeats,
-                   infer_steps)
+    infer, peer_infer = _timed(lambda: predict_compiled(variables, infer_frames), warmup,
+                               repeats, infer_steps,
+                               peer and peer.infer_timer(infer_batch, warmup, infer_steps))
+    if peer is not None:
+        extra["peer"] = peer.report(batch, infer_batch, peer_train, peer_infer)
     train_flops = _flops(train_compiled)
     dtype = str(mc.dtype)
     peak = peak or peak_tflops(dtype)
@@ -284,7 +295,8 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
         config.model.dtype = "bfloat16" if precision == "bf16" else "float32"
         config.data.batch_size = batch
     ours = measure_ours(config, batch, infer_batch, warmup, repeats, steps, infer_steps,
-                        breakdown, profile, peak)
+                        breakdown, profile, peak, peer)
+    theirs = ours.pop("peer", None)
     result = {
         "provenance": provenance(argv),
         "config": {"model": config.model.name, "in_shape": list(config.model.in_shape),
@@ -294,8 +306,7 @@ def run(config, precision: str = "fp32", batch: int | None = None, repeats: int 
                    "dw_impl": config.model.get("dw_impl")},
         "tau_jax": ours,
     }
-    if peer is not None:
-        theirs = peer.measure(batch, infer_batch, warmup, repeats, steps, infer_steps)
+    if theirs is not None:
         theirs["mfu"] = mfu(ours["train_step_flops"], theirs["train_seq_per_s"] / batch,
                             ours["peak_tflops"])
         result["openstl"] = theirs

@@ -175,19 +175,34 @@ class Peer:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
 
-    def _timed(self, fn, warmup: int, repeats: int, steps: int) -> list[float]:
-        """Seconds per call of each repeat of `steps` calls, after `warmup` calls."""
+    def _repeat_timer(self, fn, warmup: int, steps: int):
+        """Runs `warmup` calls of fn now; returns a callable that times one repeat of `steps`
+        calls (seconds per call)."""
         for _ in range(warmup):
             fn()
         self._sync()
-        times = []
-        for _ in range(repeats):
+
+        def one_repeat() -> float:
             start = time.perf_counter()
             for _ in range(steps):
                 fn()
             self._sync()
-            times.append((time.perf_counter() - start) / steps)
-        return times
+            return (time.perf_counter() - start) / steps
+        return one_repeat
+
+    def train_timer(self, batch: int, warmup: int, steps: int):
+        """`_repeat_timer` of the training step at `batch` (call before `infer_timer`)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+        train_batch = self.batch(batch)
+        return self._repeat_timer(lambda: self.train_step(train_batch), warmup, steps)
+
+    def infer_timer(self, batch: int, warmup: int, steps: int):
+        """`_repeat_timer` of eval-mode forward passes at `batch` (after the training repeats)."""
+        self.train_peak = self._peak()
+        self.model.eval()
+        infer_batch = self.batch(batch)
+        return self._repeat_timer(lambda: self.forward(infer_batch), warmup, steps)
 
     def _peak(self):
         if self.device.type != "cuda":
@@ -196,16 +211,8 @@ class Peer:
         self.torch.cuda.reset_peak_memory_stats(self.device)
         return int(peak)
 
-    def measure(self, batch: int, infer_batch: int, warmup: int, repeats: int, steps: int,
-                infer_steps: int) -> dict:
-        train_batch, infer_batch_ = self.batch(batch), self.batch(infer_batch)
-        if self.device.type == "cuda":
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-        train = self._timed(lambda: self.train_step(train_batch), warmup, repeats, steps)
-        train_peak = self._peak()
-        self.model.eval()
-        infer = self._timed(lambda: self.forward(infer_batch_), warmup, repeats, infer_steps)
-        infer_peak = self._peak()
+    def report(self, batch: int, infer_batch: int, train: list, infer: list) -> dict:
+        """The result of the timers' repeats: `train` and `infer` seconds per call."""
         return {
             "framework": f"torch {self.torch.__version__}",
             "device": (self.torch.cuda.get_device_name(self.device)
@@ -216,8 +223,8 @@ class Peer:
             "train_seq_per_s": batch / statistics.median(train),
             "infer_pass_s": infer,
             "infer_seq_per_s": infer_batch / statistics.median(infer),
-            "train_peak_bytes": train_peak,
-            "infer_peak_bytes": infer_peak,
+            "train_peak_bytes": self.train_peak,
+            "infer_peak_bytes": self._peak(),
             "threads": self.torch.get_num_threads(),
             "cudnn_benchmark": bool(self.torch.backends.cudnn.benchmark),
         }

@@ -1,7 +1,8 @@
 """Convolutions with written-out gradients for XLA:CPU, and a convolution whose bias comes apart.
 
 XLA:CPU computes some convolution gradients in forms its library kernels (YNNPACK) do not take,
-and its dense kernel gradients slowly (`cpu_kernels.conv_kernel_grad` is 2.5-4x faster); these
+its dense kernel gradients slowly (`cpu_kernels.conv_kernel_grad` is 2.5-4x faster) and its
+stride-1 forward passes below the C++ loop's speed (`cpu_kernels.conv_forward`, 1.05-7x); these
 compute the same values and gradients in faster forms (tested against lax). Programs compiled for
 GPU/TPU use lax's convolutions (`layers.on_cpu`, or `layers.compiling_for_cpu` where the choice
 changes shapes or custom-VJP structure).
@@ -10,7 +11,7 @@ changes shapes or custom-VJP structure).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +33,32 @@ def conv_plain_grads(x, kernel, padding: tuple):
     taps of matrix products, dW[i, j] = window(x, i, j)^T dy. Inside a `scan` backward XLA's own
     gradient convolutions (kernel as 'oi', batch as features) run there 10-40x slower than the
     forward pass (the PredRNN family; experiments/results/benchmark_predrnn_small_cpu_*.json).
-    Values and gradients equal the plain convolution's (tested)."""
-    return _conv(x, kernel, padding)
+    The forward pass and the input gradient are `_forward`'s. Values and gradients equal the
+    plain convolution's (tested)."""
+    return _forward(x, kernel, padding)
 
 
 def _conv(x, kernel, padding, stride: int = 1):
     """The NHWC x HWIO convolution every function here computes or differentiates."""
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _cpu_forward_runs(x, kernel) -> bool:
+    """Whether `cpu_kernels.conv_forward` computes the stride-1 `_conv(x, kernel)` in this
+    trace: compiled for CPU, float32/float64, output channels a multiple of 8, a k x k kernel
+    (1 x 1 ones are matrix products XLA runs fast)."""
+    return (compiling_for_cpu() and x.dtype == kernel.dtype and kernel.shape[:2] != (1, 1)
+            and kernel.shape[-1] % 8 == 0 and cpu_kernels.usable(x.dtype))
+
+
+def _forward(x, kernel, padding):
+    """The stride-1 `_conv`: the C++ loop where it runs (timed alone on a 2-core Zen 4: 1.05-1.5x
+    the speed of XLA's Eigen convolution at the recurrent cells' 5x5 shapes, 1.3-7x at SimVP's
+    3x3 ones with 1-16 channels), else XLA's."""
+    if _cpu_forward_runs(x, kernel):
+        return cpu_kernels.conv_forward(x, kernel, padding)
+    return _conv(x, kernel, padding)
 
 
 def _cpu_kernel_grad_runs(x, kernel) -> bool:
@@ -61,21 +80,27 @@ def _kernel_grad(x, kernel, dy, padding, stride: int = 1):
 
 
 def _conv_fwd(x, kernel, padding):
-    return _conv(x, kernel, padding), (x, kernel)
+    return _forward(x, kernel, padding), (x, kernel)
 
 
-def _input_grad(kernel, dy, padding):
-    """A stride-1 convolution's input gradient: dy convolved with the flipped kernel laid out
-    as HWIO (a form XLA:CPU gives its library kernels)."""
-    kh, kw = kernel.shape[:2]
+def flip_kernel(kernel):
+    """The kernel of a stride-1 convolution's input gradient: flipped in space, laid out HWIO
+    (input and output channels swapped)."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _input_grad(flipped, dy, padding):
+    """A stride-1 convolution's input gradient: dy convolved with `flip_kernel(kernel)`, a
+    forward convolution (`_forward`)."""
+    kh, kw = flipped.shape[:2]
     (top, bottom), (left, right) = padding
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    return _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+    return _forward(dy.astype(flipped.dtype), flipped,
+                    ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
 
 
 def _conv_bwd(padding, residuals, dy):
     x, kernel = residuals
-    input_grad = _input_grad(kernel, dy, padding).astype(x.dtype)
+    input_grad = _input_grad(flip_kernel(kernel), dy, padding).astype(x.dtype)
     if _cpu_kernel_grad_runs(x, kernel):
         return input_grad, _kernel_grad(x, kernel, dy, padding)
     kh, kw = kernel.shape[:2]
@@ -91,32 +116,42 @@ def _conv_bwd(padding, residuals, dy):
 conv_plain_grads.defvjp(_conv_fwd, _conv_bwd)
 
 
+class CollectorSlot(NamedTuple):
+    """One step's share of a `kernel_grad_collector`: `x` and `dy`, zeros whose gradients carry
+    the step's convolution input and output gradient out of the scan, and `flipped`, the kernel's
+    `flip_kernel` for the input gradient, made once outside the scan (XLA:CPU flipped it in
+    every step of the backward loop: 11 copies of up to 0.7 MB a step in the small PredRNN)."""
+
+    x: jax.Array
+    dy: jax.Array
+    flipped: jax.Array
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def conv_collecting_kernel_grad(x, kernel, collector, padding: tuple):
+def conv_collecting_kernel_grad(x, kernel, slot: CollectorSlot, padding: tuple):
     """Stride-1 NHWC x HWIO convolution of one recurrent step whose kernel gradient is computed
-    once for all steps, after the scan. Its backward pass returns the input gradient, a zero
-    kernel gradient, and -- as the gradient of `collector`, this step's slice of
-    `kernel_grad_collector(kernel, ...)` -- x and the output gradient dy packed along channels;
-    the collector's backward pass turns the packs of all steps into the kernel gradient. Only
-    that pairing gives the kernel its true gradient (tested against the plain convolution's).
+    once for all steps, after the scan. Its backward pass returns the input gradient (with
+    `slot.flipped`), a zero kernel gradient, and -- as the gradients of `slot.x` and `slot.dy`,
+    this step's slices of `kernel_grad_collector(kernel, ...)` -- x and the output gradient dy;
+    the collector's backward pass turns those of all steps into the kernel gradient. Only that
+    pairing gives the kernel its true gradient (tested against the plain convolution's).
 
     Why: inside a scan's backward loop XLA:CPU computes kernel gradients slowly (its own
     gradient convolution 10-40x slower there; `conv_plain_grads`' per-tap products 3/4 of the
     small PredRNN's train step); one gradient convolution over all steps stacked as a batch
     runs at its library kernels' speed."""
-    del collector
-    return _conv(x, kernel, padding)
+    del slot
+    return _forward(x, kernel, padding)
 
 
-def _collecting_fwd(x, kernel, collector, padding):
-    del collector
-    return _conv_fwd(x, kernel, padding)
+def _collecting_fwd(x, kernel, slot, padding):
+    return _forward(x, kernel, padding), (x, kernel, slot.flipped)
 
 
 def _collecting_bwd(padding, residuals, dy):
-    x, kernel = residuals
-    pack = jnp.concatenate([x, dy.astype(x.dtype)], axis=-1)
-    return _input_grad(kernel, dy, padding).astype(x.dtype), jnp.zeros_like(kernel), pack
+    x, kernel, flipped = residuals
+    input_grad = _input_grad(flipped, dy, padding).astype(x.dtype)
+    return input_grad, jnp.zeros_like(kernel), CollectorSlot(x, dy.astype(x.dtype), None)
 
 
 conv_collecting_kernel_grad.defvjp(_collecting_fwd, _collecting_bwd)
@@ -124,26 +159,22 @@ conv_collecting_kernel_grad.defvjp(_collecting_fwd, _collecting_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def kernel_grad_collector(kernel, lead: tuple, dtype, padding: tuple):
-    """Zeros of shape lead + (C_in + C_out,) in `dtype`, sliced along the first axis (the steps)
-    into the `collector` of each step's `conv_collecting_kernel_grad` with this kernel (lead =
-    (steps, batch, height, width) of its input). Backward: the kernel gradient summed over all
-    steps, one gradient convolution with steps x batch as its batch (in float32 or wider)."""
-    return jnp.zeros((*lead, sum(kernel.shape[2:])), dtype)
+    """Zeros (lead + (C_in,), lead + (C_out,)) in `dtype`, sliced along the first axis (the
+    steps) into the `CollectorSlot`s of each step's `conv_collecting_kernel_grad` with this
+    kernel (lead = (steps, batch, height, width) of its input). Backward: the kernel gradient
+    summed over all steps, one gradient convolution with steps x batch as its batch (in float32
+    or wider)."""
+    return tuple(jnp.zeros((*lead, c), dtype) for c in kernel.shape[2:])
 
 
 def _collector_fwd(kernel, lead, dtype, padding):
     return kernel_grad_collector(kernel, lead, dtype, padding), kernel
 
 
-def _collector_bwd(lead, dtype, padding, kernel, packs):
-    wide = jnp.promote_types(packs.dtype, jnp.float32)
-    packs = packs.reshape(-1, *packs.shape[-3:]).astype(wide)
-    ci, wide_kernel = kernel.shape[2], kernel.astype(wide)
-    if _cpu_kernel_grad_runs(jax.ShapeDtypeStruct((*packs.shape[:-1], ci), wide), wide_kernel):
-        grad = cpu_kernels.conv_kernel_grad_packed(packs, ci, kernel.shape[:2], padding)
-    else:
-        grad = _kernel_grad(packs[..., :ci], wide_kernel, packs[..., ci:], padding)
-    return (grad.astype(kernel.dtype),)
+def _collector_bwd(lead, dtype, padding, kernel, inputs_and_grads):
+    wide = jnp.promote_types(dtype, jnp.float32)
+    x, dy = (v.reshape(-1, *v.shape[-3:]).astype(wide) for v in inputs_and_grads)
+    return (_kernel_grad(x, kernel.astype(wide), dy, padding).astype(kernel.dtype),)
 
 
 kernel_grad_collector.defvjp(_collector_fwd, _collector_bwd)
@@ -215,14 +246,14 @@ def conv_cpu_kernel_grad(x, kernel, padding: tuple):
     """Stride-1 NHWC x HWIO convolution (as `lax.conv_general_dilated`) whose kernel gradient is
     `cpu_kernels.conv_kernel_grad` (XLA:CPU's: 34 -> 13 ms for SimVP's 64-channel 3x3 at 64x64
     over 20 frames, 6.6 -> 1.9 ms for a 16-channel one over 40); forward pass and input gradient
-    stay XLA's. Call it where `_cpu_kernel_grad_runs`."""
-    return _conv(x, kernel, padding)
+    `_forward`'s. Call it where `_cpu_kernel_grad_runs`."""
+    return _forward(x, kernel, padding)
 
 
 def _conv_cpu_kernel_grad_bwd(padding, residuals, dy):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda v: _conv(v, kernel, padding), x)
-    return input_vjp(dy)[0], _kernel_grad(x, kernel, dy, padding)
+    return (_input_grad(flip_kernel(kernel), dy, padding).astype(x.dtype),
+            _kernel_grad(x, kernel, dy, padding))
 
 
 conv_cpu_kernel_grad.defvjp(_conv_fwd, _conv_cpu_kernel_grad_bwd)

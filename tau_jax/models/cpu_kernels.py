@@ -5,7 +5,10 @@ takes 25-29 ms at the full TAU's 4096-channel 3x3 where the C++ loop takes 1.6 m
 train steps of the full MMNIST TAU are 18% faster, a small gSTA's 21%, the quickstart's 9% (README,
 "Benchmark"). Its dense-convolution kernel gradient goes through channel-major copies of both
 operands: `conv_kernel_grad` here is 2.5-4x faster at SimVP's shapes
-(`convolutions.conv_cpu_kernel_grad`). GroupNorm + SiLU's four passes over a map
+(`convolutions.conv_cpu_kernel_grad`). Its stride-1 forward pass (Eigen's) runs the recurrent
+cells' 5x5 convolutions at 120-215 GFLOP/s on a 2-core Zen 4 and SimVP's 3x3 ones with 1-16
+channels at 6-110: `conv_forward`, their forward passes and input gradients, at 180-215 and
+30-150 (small PredRNN train step -19%). GroupNorm + SiLU's four passes over a map
 (`group_norm.group_norm_silu`) take a small gSTA's train step 7% below XLA's loops for them.
 The library is compiled once per machine with the system C++ compiler against the installed
 jaxlib's FFI headers and cached under `$TAU_JAX_CACHE` (default `~/.cache/tau_jax`). Without a
@@ -38,8 +41,8 @@ import numpy as np
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = {"tau_jax_depthwise_forward": "DepthwiseForward",
            "tau_jax_depthwise_kernel_grad": "DepthwiseKernelGrad",
+           "tau_jax_conv_forward": "ConvForward",
            "tau_jax_conv_kernel_grad": "ConvKernelGrad",
-           "tau_jax_conv_kernel_grad_packed": "ConvKernelGradPacked",
            "tau_jax_channel_sums": "ChannelSums",
            "tau_jax_affine_silu": "AffineSilu",
            "tau_jax_affine_silu_grad_sums": "AffineSiluGradSums",
@@ -189,6 +192,18 @@ def _pads(padding) -> dict:
     return dict(pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
 
 
+def conv_forward(x, kernel, padding: tuple):
+    """The stride-1 NHWC x HWIO convolution of x (B, H, W, Ci) with padding ((top, bottom),
+    (left, right)): the C++ loop; Co a multiple of 8, float32 or float64. Call `available()`
+    first."""
+    (top, bottom), (left, right) = padding
+    kh, kw, _, co = kernel.shape
+    b, h, w, _ = x.shape
+    out = jax.ShapeDtypeStruct((b, h + top + bottom - kh + 1, w + left + right - kw + 1, co),
+                               x.dtype)
+    return jax.ffi.ffi_call("tau_jax_conv_forward", out)(x, kernel, **_pads(padding))
+
+
 def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple, stride: int = 1):
     """Kernel gradient (kh, kw, Ci, Co) of the NHWC x HWIO convolution of x (B, H, W, Ci) with
     padding ((top, bottom), (left, right)) and `stride` on both axes, given its output gradient
@@ -197,14 +212,6 @@ def conv_kernel_grad(x, g, kernel_hw: tuple[int, int], padding: tuple, stride: i
     out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
     return jax.ffi.ffi_call("tau_jax_conv_kernel_grad", out)(x, g, **_pads(padding),
                                                              stride=np.int64(stride))
-
-
-def conv_kernel_grad_packed(packs, in_channels: int, kernel_hw: tuple[int, int], padding: tuple):
-    """`conv_kernel_grad` (stride 1, output size = input size) of x = packs[..., :in_channels]
-    and g = packs[..., in_channels:], read in place."""
-    out = jax.ShapeDtypeStruct((*kernel_hw, in_channels, packs.shape[3] - in_channels),
-                               packs.dtype)
-    return jax.ffi.ffi_call("tau_jax_conv_kernel_grad_packed", out)(packs, **_pads(padding))
 
 
 # GroupNorm + SiLU's passes over a map x (B, P, C) (group_norm.py), per-(sample, channel)

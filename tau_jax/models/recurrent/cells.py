@@ -19,9 +19,9 @@ FORGET_BIAS = 1.0  # added inside the forget gates of the ST-LSTM cell (not a pa
 
 class BiasFreeConv(nn.Module):
     """OpenSTL's RNN convolution: bias-free, stride 1, symmetric padding k//2, PyTorch init
-    (nn.Conv's parameter and values). `__call__(x, collector=None)`: with a collector (a k x k
-    convolution's slice of `convolutions.kernel_grad_collector`, CPU training) the kernel
-    gradient is left to the collector; without, `conv_general_dilated_by_backend`."""
+    (nn.Conv's parameter and values). `__call__(x, collector=None)`: with a collector (this
+    convolution's `convolutions.CollectorSlot`, CPU training) the kernel gradient is left to the
+    collector; without, `conv_general_dilated_by_backend`."""
 
     features: int
     kernel_size: int
@@ -52,7 +52,7 @@ class CellBase(nn.Module):
     """Conv helpers shared by the ST-LSTM and ConvLSTM cells (names follow OpenSTL's keys).
 
     `step_convs` names the k x k gate convolutions a cell runs every step: the ones whose kernel
-    gradients a recurrent model can collect (`collectors`, {conv name: collector slice})."""
+    gradients a recurrent model can collect (`collectors`, {conv name: CollectorSlot})."""
 
     step_convs: ClassVar[tuple[str, ...]] = ()
 

@@ -224,9 +224,10 @@ class E3DLSTM(RecurrentModel):
         prev = jnp.zeros((batch, hp, wp, pc), dtype)
         return hs, cs, hist, prev, jnp.zeros((), jnp.int32)
 
-    def _step(self, carry, inputs):
+    def _step(self, carry, inputs, flipped):
         (hs, cs, hist, prev, t), x_gen = carry
-        frame, alpha, _ = inputs  # no kernel-gradient collectors (`_collecting_cells` is empty)
+        del flipped  # no kernel-gradient collectors (`_collecting_cells` is empty)
+        frame, alpha, _ = inputs
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
         x3 = jnp.stack([prev, net], axis=1)

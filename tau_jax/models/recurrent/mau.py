@@ -179,9 +179,10 @@ class MAU(RecurrentModel):
                                     for n in self.num_hidden)
         return zeros(), zeros(self.tau), zeros(self.tau)
 
-    def _step(self, carry, inputs):
+    def _step(self, carry, inputs, flipped):
         (ts, t_hist, s_hist), x_gen = carry
-        frame, alpha, _ = inputs  # no kernel-gradient collectors (`_collecting_cells` is empty)
+        del flipped  # no kernel-gradient collectors (`_collecting_cells` is empty)
+        frame, alpha, _ = inputs
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
         if self.is_initializing():  # create the unused parameters

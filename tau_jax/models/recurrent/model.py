@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
 from tau_jax.models.framing import crop
-from tau_jax.models.convolutions import kernel_grad_collector
+from tau_jax.models.convolutions import CollectorSlot, flip_kernel, kernel_grad_collector
 from tau_jax.models.layers import chain_passes, compiling_for_cpu
 from tau_jax.models.recurrent.cells import (BiasFreeConv, CellBase, ConvLSTMCell,
                                            SpatioTemporalLSTMCell, decouple_term)
@@ -58,7 +59,7 @@ class RecurrentModel(nn.Module):
 
     def _layers(self, x, state, collectors):
         """One time step through all layers: -> (top hidden, new state, per-step extras).
-        `collectors`: None, or this step's {cell name: {conv name: collector slice}} for the
+        `collectors`: None, or this step's {cell name: {conv name: CollectorSlot}} for the
         cells of `_collecting_cells` (pass each cell its own)."""
         raise NotImplementedError
 
@@ -107,28 +108,31 @@ class RecurrentModel(nn.Module):
                                  f"{tuple(mask.shape)}.")
 
     def _collectors(self, batch: int, dtype):
-        """For a training pass compiled for CPU: {cell name: {conv name: kernel_grad_collector}}
-        over the steps for each cell of `_collecting_cells` (their kernel gradients computed
-        after the scan, convolutions.conv_collecting_kernel_grad); else None. GPU/TPU programs
-        keep per-step gradients (not measured there yet)."""
+        """For a training pass compiled for CPU: (stacked, flipped), {cell name: {conv name: ...}}
+        for each cell of `_collecting_cells`: each convolution's `kernel_grad_collector` over the
+        steps (its kernel gradient computed after the scan,
+        convolutions.conv_collecting_kernel_grad) and its `flip_kernel`, the same for every step;
+        else (None, None). GPU/TPU programs keep per-step gradients (not measured there yet)."""
         cells = self._collecting_cells()
         if not cells or self.is_initializing() or not compiling_for_cpu():
-            return None
+            return None, None
         params = self.variables["params"]
         hp, wp, _ = self.patch_grid
         lead = (int(self.in_shape[0]) + self.out_frames - 1, batch, hp, wp)  # (steps, B, H/p, W/p)
         p = self.filter_size // 2
-        return {name: {conv: kernel_grad_collector(jnp.asarray(params[name][conv]["kernel"], dtype),
-                                                   lead, dtype, ((p, p), (p, p)))
-                       for conv in cell.step_convs}
-                for name, cell in cells.items()}
+        kernels = {name: {conv: jnp.asarray(params[name][conv]["kernel"], dtype)
+                          for conv in cell.step_convs} for name, cell in cells.items()}
+        return (jax.tree.map(lambda k: kernel_grad_collector(k, lead, dtype, ((p, p), (p, p))),
+                             kernels),
+                jax.tree.map(lambda k: jax.lax.stop_gradient(flip_kernel(k)), kernels))
 
-    def _step(self, carry, inputs):
+    def _step(self, carry, inputs, flipped):
         state, x_gen = carry
-        frame, alpha, collectors = inputs
+        frame, alpha, stacked = inputs
+        slots = stacked and jax.tree.map(lambda f, s: CollectorSlot(*s, f), flipped, stacked)
         a = alpha[:, None, None, None]
         net = a * frame + (1 - a) * x_gen
-        h_top, state, extras = self._layers(net, state, collectors)
+        h_top, state, extras = self._layers(net, state, slots)
         x_gen = self.conv_last(h_top)
         return (state, x_gen), (x_gen, extras)
 
@@ -149,14 +153,14 @@ class RecurrentModel(nn.Module):
         alpha = jnp.concatenate([jnp.ones((batch, forced), dt), jnp.asarray(mask, dt)], axis=1)
 
         patches = reshape_patch(frames, self.patch_size)
-        collectors = self._collectors(batch, dt) if train else None
-        xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T, collectors)
+        stacked, flipped = self._collectors(batch, dt) if train else (None, None)
+        xs = (jnp.moveaxis(patches[:, :-1], 1, 0), alpha.T, stacked)
         hp, wp, pc = self.patch_grid
         carry = (self._zero_state(batch, dt), jnp.zeros((batch, hp, wp, pc), dt))
         step = nn.remat(type(self)._step, prevent_cse=False) if self.remat else type(self)._step
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=0, out_axes=0)
-        _, (preds, extras) = scan(self, carry, xs)
+                       in_axes=(0, nn.broadcast), out_axes=0)
+        _, (preds, extras) = scan(self, carry, xs, flipped)
         next_frames = reshape_patch_back(jnp.moveaxis(preds, 0, 1), self.patch_size)
         return next_frames, self._aux(extras)
 
