@@ -58,6 +58,19 @@ PEAK_TFLOPS = {
 PRECISIONS = ("fp32", "bf16")
 
 
+def _cpu_name() -> str:
+    """The CPU's model name with its family and model numbers (Linux; the same name covers
+    several generations on cloud machines), else the architecture."""
+    try:
+        info = dict(line.split(":", 1) for line in pathlib.Path("/proc/cpuinfo").read_text()
+                    .splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        return (f"{platform.machine()} {info['model name']} (family {info['cpu family']}, "
+                f"model {info['model']})")
+    except (OSError, KeyError):
+        return platform.processor() or platform.machine()
+
+
 def provenance(argv=None) -> dict:
     """Machine, versions, commit, date and command of a result."""
     try:
@@ -72,7 +85,7 @@ def provenance(argv=None) -> dict:
         "date": datetime.date.today().isoformat(),
         "command": " ".join([pathlib.Path(argv[0]).name] + list(argv[1:])),
         "commit": commit,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
         "device": f"{device.platform}: {device.device_kind}",
         "device_count": jax.device_count(),
         "jax": jax.__version__,
