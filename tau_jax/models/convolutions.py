@@ -63,11 +63,9 @@ def _forward(x, kernel, padding):
 
 def _cpu_kernel_grad_runs(x, kernel) -> bool:
     """Whether `cpu_kernels.conv_kernel_grad` computes the kernel gradient of `_conv(x, kernel)`
-    in this trace: compiled for CPU, float32/float64, channels multiples of 8, a k x k kernel
-    (1 x 1 ones are matrix products XLA runs fast)."""
-    return (compiling_for_cpu() and x.dtype == kernel.dtype and kernel.shape[:2] != (1, 1)
-            and x.shape[-1] % 8 == 0 and kernel.shape[-1] % 8 == 0
-            and cpu_kernels.usable(x.dtype))
+    in this trace: where the forward loop runs (`_cpu_forward_runs`) and the input channels are
+    a multiple of 8 too."""
+    return _cpu_forward_runs(x, kernel) and x.shape[-1] % 8 == 0
 
 
 def _kernel_grad(x, kernel, dy, padding, stride: int = 1):
